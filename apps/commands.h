@@ -1,0 +1,13 @@
+// The subcommands of the toyllm program; each lives in apps/cmd_<name>.cpp.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace toyllm::cli {
+
+// Each returns the process exit code; errors are thrown (Error, UsageError).
+int cmd_info(const std::vector<std::string> & argv);
+int cmd_demo(const std::vector<std::string> & argv);
+
+}  // namespace toyllm::cli

@@ -1,0 +1,58 @@
+// toyllm: the command-line program. Dispatches to one subcommand per file and turns
+// every error into one line on stderr and a non-zero exit status.
+#include "commands.h"
+
+#include "toyllm/error.h"
+
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Command {
+    const char * name;
+    int (*run)(const std::vector<std::string> &);
+    const char * summary;
+};
+
+const Command kCommands[] = {
+    {"demo", toyllm::cli::cmd_demo, "write a tiny model file and show it (the README's first command)"},
+    {"info", toyllm::cli::cmd_info, "print a GGUF file's metadata and tensor table"},
+};
+
+void print_usage(FILE * out) {
+    std::fprintf(out, "usage: toyllm COMMAND [OPTIONS]   (toyllm COMMAND --help for its options)\n\ncommands:\n");
+    for (const Command & c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
+}
+
+}  // namespace
+
+int main(int argc, char ** argv) {
+    if (argc < 2) {
+        print_usage(stderr);
+        return 2;
+    }
+    const std::string name = argv[1];
+    if (name == "-h" || name == "--help" || name == "help") {
+        print_usage(stdout);
+        return 0;
+    }
+    const std::vector<std::string> rest(argv + 2, argv + argc);
+    for (const Command & c : kCommands) {
+        if (name != c.name) continue;
+        try {
+            return c.run(rest);
+        } catch (const toyllm::UsageError & e) {
+            std::fprintf(stderr, "toyllm %s: %s (see toyllm %s --help)\n", c.name, e.what(), c.name);
+            return 2;
+        } catch (const std::exception & e) {
+            std::fprintf(stderr, "toyllm %s: error: %s\n", c.name, e.what());
+            return 1;
+        }
+    }
+    std::fprintf(stderr, "toyllm: unknown command '%s'\n", name.c_str());
+    print_usage(stderr);
+    return 2;
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The README's second command: install what is needed, build, and run the whole test
+# suite: the release build, the same tests under ASan+UBSan, then the GGUF fuzzer.
+# TOYLLM_FUZZ_SECONDS (default 60) sets the fuzzing time; 0 skips it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+jobs=$(nproc)
+
+echo "== release build and tests"
+cmake --preset release >/dev/null
+cmake --build --preset release -j "$jobs"
+ctest --preset release -j "$jobs"
+
+echo "== ASan + UBSan build and tests"
+cmake --preset asan >/dev/null
+cmake --build --preset asan -j "$jobs"
+ctest --preset asan -j "$jobs"
+

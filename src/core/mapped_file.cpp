@@ -1,0 +1,50 @@
+#include "core/mapped_file.h"
+
+#include "toyllm/error.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace toyllm {
+
+namespace {
+
+[[noreturn]] void throw_errno(const std::string & what, const std::string & path) {
+    throw IoError(what + " " + path + ": " + std::strerror(errno));
+}
+
+}  // namespace
+
+MappedFile::MappedFile(const std::string & path) : path_(path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw_errno("cannot open", path);
+    struct stat st{};
+    if (::fstat(fd, &st) != 0) {
+        ::close(fd);
+        throw_errno("cannot stat", path);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        ::close(fd);
+        throw IoError("cannot map " + path + ": not a regular file");
+    }
+    size_ = static_cast<size_t>(st.st_size);
+    if (size_ > 0) {
+        void * p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            ::close(fd);
+            throw_errno("cannot map", path);
+        }
+        data_ = static_cast<const uint8_t *>(p);
+    }
+    ::close(fd);  // the mapping keeps the file referenced
+}
+
+MappedFile::~MappedFile() {
+    if (data_ != nullptr) ::munmap(const_cast<uint8_t *>(data_), size_);
+}
+
+}  // namespace toyllm

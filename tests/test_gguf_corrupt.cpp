@@ -1,0 +1,1 @@
+// corrupt-file suite: being written

@@ -1,0 +1,69 @@
+#include "testing.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <random>
+
+namespace toyllm::testing {
+
+std::filesystem::path shared_dir() {
+    if (const char * env = std::getenv("TOYLLM_SHARED"); env != nullptr && *env != '\0') return env;
+    return TOYLLM_DEFAULT_SHARED;
+}
+
+static bool in_ci() {
+    const char * ci = std::getenv("CI");
+    return ci != nullptr && std::string(ci) == "true";
+}
+
+bool shared_file_present(const std::filesystem::path & p) {
+    if (std::filesystem::exists(p)) return true;
+    if (in_ci()) ADD_FAILURE() << "reference file missing under CI=true: " << p;
+    return false;
+}
+
+std::vector<std::filesystem::path> shared_files(const std::string & sub, const std::string & suffix) {
+    std::vector<std::filesystem::path> out;
+    const auto dir = shared_dir() / sub;
+    if (!std::filesystem::is_directory(dir)) {
+        if (in_ci()) ADD_FAILURE() << "reference directory missing under CI=true: " << dir;
+        return out;
+    }
+    for (const auto & e : std::filesystem::directory_iterator(dir)) {
+        const std::string name = e.path().filename().string();
+        if (name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+            out.push_back(e.path());
+        }
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+TempDir::TempDir() {
+    std::random_device rd;
+    for (int attempt = 0; attempt < 100; ++attempt) {
+        auto p = std::filesystem::temp_directory_path() / ("toyllm-test-" + std::to_string(rd()));
+        if (std::filesystem::create_directory(p)) {
+            path_ = p;
+            return;
+        }
+    }
+    throw std::runtime_error("cannot create a temporary directory");
+}
+
+TempDir::~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+}
+
+std::vector<uint8_t> read_file_bytes(const std::filesystem::path & p) {
+    std::ifstream in(p, std::ios::binary);
+    if (!in) throw std::runtime_error("cannot read " + p.string());
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+}  // namespace toyllm::testing
