@@ -17,3 +17,8 @@ cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$jobs"
 ctest --preset asan -j "$jobs"
 
+fuzz_seconds=${TOYLLM_FUZZ_SECONDS:-60}
+if [ "$fuzz_seconds" -gt 0 ]; then
+  echo "== GGUF reader fuzzing for ${fuzz_seconds} s"
+  scripts/fuzz_gguf.sh "$fuzz_seconds"
+fi
