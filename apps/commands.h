@@ -9,5 +9,9 @@ namespace toyllm::cli {
 // Each returns the process exit code; errors are thrown (Error, UsageError).
 int cmd_info(const std::vector<std::string> & argv);
 int cmd_demo(const std::vector<std::string> & argv);
+int cmd_generate(const std::vector<std::string> & argv);
+int cmd_logits(const std::vector<std::string> & argv);
+int cmd_bench(const std::vector<std::string> & argv);
+int cmd_tokenize(const std::vector<std::string> & argv);
 
 }  // namespace toyllm::cli

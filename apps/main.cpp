@@ -20,6 +20,10 @@ struct Command {
 const Command kCommands[] = {
     {"demo", toyllm::cli::cmd_demo, "write a tiny model file and show it (the README's first command)"},
     {"info", toyllm::cli::cmd_info, "print a GGUF file's metadata and tensor table"},
+    {"generate", toyllm::cli::cmd_generate, "continue a prompt (streams text)"},
+    {"logits", toyllm::cli::cmd_logits, "write the logits of token ids (.npy)"},
+    {"bench", toyllm::cli::cmd_bench, "prefill and decode speed, next to the memory-bandwidth bound"},
+    {"tokenize", toyllm::cli::cmd_tokenize, "print the token ids of a text (GGUF vocab or tokenizer.json)"},
 };
 
 void print_usage(FILE * out) {

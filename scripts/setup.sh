@@ -9,6 +9,7 @@ packages=(
   googletest libgtest-dev libgmock-dev           # unit tests
   libbenchmark-dev                               # bench/
   nlohmann-json3-dev                             # JSON (tokenizer.json, config.json, --json output)
+  libpcre2-dev                                   # Unicode regexes of the BPE pre-tokenizers
 )
 
 missing=()

@@ -1,0 +1,146 @@
+// toyllm bench -m FILE [-p 128] [-n 64]: prefill and decode speed like llama-bench's
+// pp and tg tests, with the decode bound memory bandwidth / bytes read per token.
+#include "commands.h"
+#include "common.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <thread>
+
+namespace toyllm::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// STREAM-like triad a = b + s * c over 3 x 128 MiB with n threads; best of 3, in GB/s
+// (12 bytes moved per element: two reads and one write, as STREAM counts them).
+double triad_gbps(int n_threads) {
+    const size_t n = (128u << 20) / sizeof(float);
+    std::vector<float> a(n), b(n, 1.0f), c(n, 2.0f);
+    double best = 0.0;
+    for (int rep = 0; rep < 4; ++rep) {
+        const auto t0 = Clock::now();
+        std::vector<std::thread> ts;
+        for (int t = 0; t < n_threads; ++t) {
+            ts.emplace_back([&, t] {
+                const size_t lo = n * static_cast<size_t>(t) / static_cast<size_t>(n_threads);
+                const size_t hi = n * static_cast<size_t>(t + 1) / static_cast<size_t>(n_threads);
+                for (size_t i = lo; i < hi; ++i) a[i] = b[i] + 3.0f * c[i];
+            });
+        }
+        for (auto & th : ts) th.join();
+        const double s = seconds_since(t0);
+        if (rep > 0) best = std::max(best, 12.0 * static_cast<double>(n) / s / 1e9);  // rep 0 faults pages in
+    }
+    return best;
+}
+
+// Bytes of weights one decoded token reads: every matrix once, one embedding row.
+double bytes_per_token(const Model & m) {
+    double bytes = 0.0;
+    const ModelWeights & w = m.weights();
+    auto add = [&](const Tensor * t) {
+        if (t != nullptr) bytes += static_cast<double>(t->n_bytes());
+    };
+    for (const BlockWeights & b : w.blocks) {
+        for (const Tensor * t : {b.attn_norm, b.wq, b.wk, b.wv, b.wo, b.bq, b.bk, b.bv, b.ffn_norm, b.w_gate, b.w_up, b.w_down}) add(t);
+    }
+    add(w.output_norm);
+    add(w.output);
+    bytes += static_cast<double>(w.tok_embd->n_bytes()) / static_cast<double>(m.config().n_vocab);
+    return bytes;
+}
+
+struct Result {
+    double mean = 0, stddev = 0;
+};
+
+Result stats(const std::vector<double> & v) {
+    Result r;
+    for (double x : v) r.mean += x;
+    r.mean /= static_cast<double>(v.size());
+    for (double x : v) r.stddev += (x - r.mean) * (x - r.mean);
+    r.stddev = v.size() > 1 ? std::sqrt(r.stddev / static_cast<double>(v.size() - 1)) : 0.0;
+    return r;
+}
+
+}  // namespace
+
+int cmd_bench(const std::vector<std::string> & argv) {
+    Args args("toyllm bench -m FILE.gguf [-p 128] [-n 64] [-r 3] [--threads N] [--json]",
+              "Measures prefill (pp: P prompt tokens in one batch) and decode (tg: N tokens one at a\n"
+              "time) in tokens/s, as llama-bench does, on random token ids. Also prints the decode\n"
+              "bound: this machine's memory bandwidth (a STREAM-like triad) divided by the bytes of\n"
+              "weights read per token.",
+              with_common_options({
+                  {"-m", "FILE", "model GGUF file"},
+                  {"-p", "P", "prompt tokens for pp (default 128; 0 skips)"},
+                  {"-n", "N", "generated tokens for tg (default 64; 0 skips)"},
+                  {"-r", "R", "repetitions (default 3)"},
+                  {"--json", "", "print one JSON object"},
+              }));
+    if (!args.parse(argv, 0, 0)) return 0;
+    const auto model_path = args.get("-m");
+    if (!model_path) throw UsageError("-m FILE is required");
+    const int n_prompt = args.get_int("-p", 128), n_gen = args.get_int("-n", 64), reps = args.get_int("-r", 3);
+    if (n_prompt < 0 || n_gen < 0 || reps < 1) throw UsageError("-p and -n must be >= 0, -r >= 1");
+    auto model = Model::load(*model_path);
+    SessionConfig sc = session_config(args, *model);
+    sc.n_ctx = std::max<int64_t>(sc.n_ctx == 0 ? 0 : sc.n_ctx, n_prompt + n_gen + 1);
+    sc.n_batch = std::max(n_prompt, 1);
+
+    std::mt19937 rng(1);
+    std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(model->config().n_vocab - 1));
+    std::vector<double> pp, tg;
+    for (int r = 0; r < reps + 1; ++r) {  // the first round warms up (page faults, caches)
+        Session s(*model, sc);
+        if (n_prompt > 0) {
+            std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
+            for (auto & t : prompt) t = token(rng);
+            const auto t0 = Clock::now();
+            s.eval(prompt);
+            if (r > 0) pp.push_back(n_prompt / seconds_since(t0));
+            s.reset();
+        }
+        if (n_gen > 0) {
+            const auto t0 = Clock::now();
+            for (int i = 0; i < n_gen; ++i) {
+                const int32_t id = token(rng);
+                s.eval(std::span<const int32_t>(&id, 1));
+            }
+            if (r > 0) tg.push_back(n_gen / seconds_since(t0));
+        }
+    }
+    const double gbps = triad_gbps(sc.n_threads);
+    const double bpt = bytes_per_token(*model);
+    const double bound = gbps * 1e9 / bpt;
+    const std::string name = model->file().find("general.name") ? std::string(model->file().get_string("general.name")) : *model_path;
+    if (args.has("--json")) {
+        nlohmann::ordered_json j;
+        j["model"] = name;
+        j["threads"] = sc.n_threads;
+        if (!pp.empty()) j["pp"] = {{"tokens", n_prompt}, {"tokens_per_s", stats(pp).mean}, {"stddev", stats(pp).stddev}};
+        if (!tg.empty()) j["tg"] = {{"tokens", n_gen}, {"tokens_per_s", stats(tg).mean}, {"stddev", stats(tg).stddev}};
+        j["memory_bandwidth_gbps"] = gbps;
+        j["bytes_per_token"] = bpt;
+        j["tg_bound_tokens_per_s"] = bound;
+        std::puts(j.dump(2).c_str());
+        return 0;
+    }
+    std::printf("| model | threads | test | t/s |\n|---|---:|---|---:|\n");
+    if (!pp.empty()) std::printf("| %s | %d | pp%d | %.2f ± %.2f |\n", name.c_str(), sc.n_threads, n_prompt, stats(pp).mean, stats(pp).stddev);
+    if (!tg.empty()) std::printf("| %s | %d | tg%d | %.2f ± %.2f |\n", name.c_str(), sc.n_threads, n_gen, stats(tg).mean, stats(tg).stddev);
+    std::printf("\ndecode bound: %.1f GB/s (triad, %d threads) / %.3f MB per token = %.1f t/s", gbps, sc.n_threads, bpt / 1e6, bound);
+    if (!tg.empty()) std::printf("; tg reaches %.0f%% of it", 100.0 * stats(tg).mean / bound);
+    std::printf("\n");
+    return 0;
+}
+
+}  // namespace toyllm::cli

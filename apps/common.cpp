@@ -1,0 +1,54 @@
+#include "common.h"
+
+#include <cstdio>
+#include <thread>
+
+namespace toyllm::cli {
+
+std::vector<OptionSpec> with_common_options(std::vector<OptionSpec> specific) {
+    const unsigned hw = std::thread::hardware_concurrency();
+    specific.push_back({"--ctx", "N", "context length (default: the model's context_length)"});
+    specific.push_back({"--threads", "N", "CPU threads (default: " + std::to_string(hw == 0 ? 1 : hw) + ", the cores available)"});
+    specific.push_back({"--device", "D", "cpu or cuda (default cpu)"});
+    return specific;
+}
+
+SessionConfig session_config(const Args & args, const Model & model) {
+    SessionConfig c;
+    const unsigned hw = std::thread::hardware_concurrency();
+    c.n_threads = args.get_int("--threads", hw == 0 ? 1 : static_cast<int>(hw));
+    if (c.n_threads < 1) throw UsageError("--threads must be >= 1");
+    c.n_ctx = args.get_int("--ctx", 0);
+    if (c.n_ctx < 0) throw UsageError("--ctx must be >= 0");
+    if (c.n_ctx > model.config().n_ctx_train) {
+        std::fprintf(stderr, "warning: --ctx %lld is longer than the model's context_length %lld\n",
+                     static_cast<long long>(c.n_ctx), static_cast<long long>(model.config().n_ctx_train));
+    }
+    c.device = args.get("--device").value_or("cpu");
+    return c;
+}
+
+std::vector<int32_t> parse_ids(const std::string & text) {
+    std::vector<int32_t> ids;
+    size_t i = 0;
+    while (i < text.size()) {
+        if (text[i] == ' ' || text[i] == ',' || text[i] == '\t' || text[i] == '\n') {
+            ++i;
+            continue;
+        }
+        size_t used = 0;
+        long v = 0;
+        try {
+            v = std::stol(text.substr(i), &used);
+        } catch (const std::exception &) {
+            throw UsageError("--ids: '" + text.substr(i, 16) + "' is not a token id");
+        }
+        if (v < 0 || v > INT32_MAX) throw UsageError("--ids: " + std::to_string(v) + " is not a token id");
+        ids.push_back(static_cast<int32_t>(v));
+        i += used;
+    }
+    if (ids.empty()) throw UsageError("--ids: no token ids");
+    return ids;
+}
+
+}  // namespace toyllm::cli

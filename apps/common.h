@@ -1,0 +1,20 @@
+// Options every model subcommand shares (--ctx, --threads, --device) and their effect.
+#pragma once
+
+#include "args.h"
+
+#include "toyllm/session.h"
+
+namespace toyllm::cli {
+
+// `specific` followed by --ctx, --threads and --device.
+std::vector<OptionSpec> with_common_options(std::vector<OptionSpec> specific);
+
+// The session settings the options ask for; warns on stderr when --ctx exceeds the
+// model's context_length (allowed: some files understate it).
+SessionConfig session_config(const Args & args, const Model & model);
+
+// Parses "1 2 3" (spaces or commas) into token ids; UsageError on anything else.
+std::vector<int32_t> parse_ids(const std::string & text);
+
+}  // namespace toyllm::cli

@@ -1,0 +1,98 @@
+// The CPU backend: plans a graph's memory into one host arena, then runs each node's
+// kernel on the thread pool, phase by phase.
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/thread_pool.h"
+
+#include "toyllm/graph.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+
+namespace toyllm {
+
+namespace {
+
+constexpr size_t kAlign = 64;
+
+struct Free {
+    void operator()(void * p) const { std::free(p); }
+};
+
+struct HostMemory : Graph::Memory {
+    std::unique_ptr<uint8_t, Free> arena;
+};
+
+uint8_t * aligned_bytes(size_t n) {
+    n = (n + kAlign - 1) / kAlign * kAlign;
+    void * p = std::aligned_alloc(kAlign, n == 0 ? kAlign : n);
+    if (p == nullptr) throw Error("cpu backend: out of memory allocating " + std::to_string(n) + " bytes");
+    return static_cast<uint8_t *>(p);
+}
+
+class CpuBackend : public Backend {
+  public:
+    explicit CpuBackend(const BackendConfig & cfg) : pool_(cfg.n_threads < 1 ? 1 : cfg.n_threads) {}
+
+    const char * name() const override { return "cpu"; }
+
+    bool supports(const Tensor & node) const override { return node.op < Op::COUNT; }
+
+    void compute(Graph & g) override {
+        if (g.memory() == nullptr) allocate(g);
+        uint8_t * scratch = scratch_for(g);
+        for (Tensor * node : g.nodes()) {
+            const cpu::CpuKernel & kern = cpu::cpu_kernel(node->op);
+            for (int phase = 0; phase < kern.n_phases; ++phase) {
+                pool_.run([&](int ith, int nth) { kern.run({ith, nth, phase, scratch}, node); });
+            }
+        }
+    }
+
+  private:
+    void allocate(Graph & g) {
+        const MemoryPlan plan = plan_memory(g, kAlign);
+        auto mem = std::make_unique<HostMemory>();
+        mem->peak_bytes = plan.peak_bytes;
+        mem->arena.reset(aligned_bytes(plan.peak_bytes));
+        const auto & nodes = g.nodes();
+        for (size_t i = 0; i < nodes.size(); ++i) {
+            Tensor * t = nodes[i];
+            if (t->view_src != nullptr) {
+                t->data = static_cast<uint8_t *>(t->view_src->data) + t->view_offs;
+            } else {
+                t->data = mem->arena.get() + plan.offsets[i];
+            }
+        }
+        g.set_memory(std::move(mem));
+    }
+
+    // Scratch depends on this pool's size, not only on the graph (a graph planned by a
+    // backend with fewer threads may run here), so the backend owns it and grows it.
+    uint8_t * scratch_for(const Graph & g) {
+        size_t need = 0;
+        for (const Tensor * t : g.nodes()) {
+            const cpu::CpuKernel & kern = cpu::cpu_kernel(t->op);
+            if (kern.scratch_bytes) need = std::max(need, kern.scratch_bytes(t, pool_.size()));
+        }
+        if (scratch_ == nullptr || need > scratch_bytes_) {
+            scratch_.reset(aligned_bytes(need));
+            scratch_bytes_ = need;
+        }
+        return scratch_.get();
+    }
+
+    cpu::ThreadPool pool_;
+    std::unique_ptr<uint8_t, Free> scratch_;
+    size_t scratch_bytes_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_backend(std::string_view device, const BackendConfig & cfg) {
+    if (device == "cpu") return std::make_unique<CpuBackend>(cfg);
+    if (device == "cuda") throw Error("device cuda: this build of toyllm has no CUDA backend (configure with -DTOYLLM_CUDA=ON)");
+    throw Error("unknown device '" + std::string(device) + "' (expected cpu or cuda)");
+}
+
+}  // namespace toyllm

@@ -1,0 +1,184 @@
+// matmul on the CPU. Phase 0 brings the operands into the layout the inner kernels
+// want (scratch copies only when needed); phase 1 computes.
+//
+//   a f32:          C[m, n] = sum_k b[m, k] a[n, k] through gemm_f32 (any M)
+//   a quantized/f16/bf16: b's rows are converted once into the partner format of a's
+//                   type (vec_dot.h) and each output is one dot product of a row of a
+//   transposed a (gradients): a is dequantized and transposed into f32 scratch, then
+//                   gemm_f32.
+#include "backend/cpu/gemm.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/thread_pool.h"
+#include "backend/cpu/vec_dot.h"
+
+#include "toyllm/quant.h"
+
+#include <vector>
+
+namespace toyllm::cpu {
+
+namespace {
+
+constexpr size_t kAlign = 64;
+
+size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// Where phase 0 puts things in the scratch, and which operands to read in phase 1.
+struct MatmulPlan {
+    bool transposed;   // out[k, m] = sum_n a[k, n] b[n, m]
+    bool a_direct;     // use a in place (rows contiguous, not transposed)
+    bool b_direct;     // f32 b with contiguous rows, used in place
+    bool quant;        // dot-product path (a not f32, not transposed)
+    DType vdt = DType::F32;
+    size_t a_off = 0, a_bytes = 0;  // f32 copy of a (contiguous, or transposed)
+    size_t b_off = 0, b_bytes = 0;  // contiguous f32 copy of b, or b converted to vdt
+    size_t tmp_off = 0, tmp_per_thread = 0;  // one dequantized row of a per thread
+    size_t b_row_bytes = 0;
+    size_t total = 0;
+
+    MatmulPlan(const Tensor * node, int nth) {
+        const Tensor * a = node->src[0];
+        const Tensor * b = node->src[1];
+        transposed = node->params.i[0] != 0;
+        quant = !transposed && a->type != DType::F32;
+        a_direct = !transposed && a->nb[0] == static_cast<int64_t>(dtype_info(a->type).type_size);
+        b_direct = b->nb[0] == 4;
+        size_t at = 0;
+        if (!a_direct) {
+            a_off = at;
+            a_bytes = align_up(static_cast<size_t>(a->n_elements()) * sizeof(float));
+            at += a_bytes;
+        }
+        if (quant) {
+            vdt = vec_dot_for(a->type).vec_dot_type;
+            b_row_bytes = dtype_row_bytes(vdt, b->ne[0]);
+            b_off = at;
+            b_bytes = align_up(b_row_bytes * static_cast<size_t>(b->n_rows()));
+            at += b_bytes;
+        } else if (!b_direct) {
+            b_row_bytes = static_cast<size_t>(b->ne[0]) * sizeof(float);
+            b_off = at;
+            b_bytes = align_up(b_row_bytes * static_cast<size_t>(b->n_rows()));
+            at += b_bytes;
+        }
+        if (!a_direct && a->type != DType::F32) {
+            tmp_off = at;
+            tmp_per_thread = align_up(static_cast<size_t>(a->ne[0]) * sizeof(float));
+            at += tmp_per_thread * static_cast<size_t>(nth);
+        }
+        total = at;
+    }
+};
+
+// Row (i1, i2, i3) of a as f32 into dst (dequantizing or gathering strided values).
+void a_row_f32(const Tensor * a, int64_t i1, int64_t i2, int64_t i3, float * dst) {
+    if (a->nb[0] == static_cast<int64_t>(dtype_info(a->type).type_size)) {
+        dequantize_row(a->type, at<uint8_t>(a, 0, i1, i2, i3), dst, a->ne[0]);
+        return;
+    }
+    TOYLLM_ASSERT(a->type == DType::F32);
+    for (int64_t i = 0; i < a->ne[0]; ++i) dst[i] = *at<float>(a, i, i1, i2, i3);
+}
+
+void prepare(const KernelCtx & k, const Tensor * node, const MatmulPlan & p) {
+    const Tensor * a = node->src[0];
+    const Tensor * b = node->src[1];
+    if (!p.a_direct) {
+        // Contiguous f32 copy of a; transposed: at[i3][i2][k][n] = a[k, n, i2, i3].
+        float * dst = reinterpret_cast<float *>(k.scratch + p.a_off);
+        float * tmp = reinterpret_cast<float *>(k.scratch + p.tmp_off + p.tmp_per_thread * static_cast<size_t>(k.ith));
+        const RowRange rr = split_rows(a->n_rows(), k.ith, k.nth);
+        const int64_t K = a->ne[0], N = a->ne[1];
+        for (int64_t r = rr.begin; r < rr.end; ++r) {
+            const int64_t i1 = r % N, i2 = (r / N) % a->ne[2], i3 = r / (N * a->ne[2]);
+            float * out = p.transposed ? tmp : dst + r * K;
+            if (p.tmp_per_thread == 0 && p.transposed) out = tmp;  // f32 strided: gather directly below
+            if (a->type == DType::F32 && p.transposed) {
+                float * base = dst + (r / N) * K * N;
+                for (int64_t i = 0; i < K; ++i) base[i * N + i1] = *at<float>(a, i, i1, i2, i3);
+                continue;
+            }
+            a_row_f32(a, i1, i2, i3, out);
+            if (p.transposed) {
+                float * base = dst + (r / N) * K * N;
+                for (int64_t i = 0; i < K; ++i) base[i * N + i1] = out[i];
+            }
+        }
+    }
+    if (p.quant) {
+        const VecDot & vd = vec_dot_for(a->type);
+        const RowRange rr = split_rows(b->n_rows(), k.ith, k.nth);
+        std::vector<float> gathered;
+        for (int64_t r = rr.begin; r < rr.end; ++r) {
+            const float * src = row<float>(b, r);
+            if (!p.b_direct) {
+                gathered.resize(static_cast<size_t>(b->ne[0]));
+                const int64_t i1 = r % b->ne[1], i2 = (r / b->ne[1]) % b->ne[2], i3 = r / (b->ne[1] * b->ne[2]);
+                for (int64_t i = 0; i < b->ne[0]; ++i) gathered[static_cast<size_t>(i)] = *at<float>(b, i, i1, i2, i3);
+                src = gathered.data();
+            }
+            vd.from_float(src, k.scratch + p.b_off + p.b_row_bytes * static_cast<size_t>(r), b->ne[0]);
+        }
+    } else if (!p.b_direct) {
+        const RowRange rr = split_rows(b->n_rows(), k.ith, k.nth);
+        for (int64_t r = rr.begin; r < rr.end; ++r) {
+            float * dst = reinterpret_cast<float *>(k.scratch + p.b_off) + r * b->ne[0];
+            const int64_t i1 = r % b->ne[1], i2 = (r / b->ne[1]) % b->ne[2], i3 = r / (b->ne[1] * b->ne[2]);
+            for (int64_t i = 0; i < b->ne[0]; ++i) dst[i] = *at<float>(b, i, i1, i2, i3);
+        }
+    }
+}
+
+void compute(const KernelCtx & k, Tensor * node, const MatmulPlan & p) {
+    const Tensor * a = node->src[0];
+    const Tensor * b = node->src[1];
+    const int64_t r2 = b->ne[2] / a->ne[2], r3 = b->ne[3] / a->ne[3];
+    const int64_t M = b->ne[1];
+    for (int64_t i3 = 0; i3 < b->ne[3]; ++i3) {
+        for (int64_t i2 = 0; i2 < b->ne[2]; ++i2) {
+            const int64_t a2 = i2 / r2, a3 = i3 / r3;
+            const int64_t a_batch = a2 + a->ne[2] * a3;
+            const int64_t b_batch = i2 + b->ne[2] * i3;
+            float * c = at<float>(node, 0, 0, i2, i3);
+            if (p.quant) {
+                const RowRange rr = split_rows(a->ne[1], k.ith, k.nth);
+                for (int64_t m = 0; m < M; ++m) {
+                    const uint8_t * x = k.scratch + p.b_off + p.b_row_bytes * static_cast<size_t>(b_batch * M + m);
+                    MatVecArgs mv{a->type, at<uint8_t>(a, 0, 0, a2, a3), a->nb[1], a->ne[0], x, c + m * node->ne[0]};
+                    matvec_rows(mv, rr.begin, rr.end);
+                }
+                continue;
+            }
+            GemmArgs g{};
+            g.m = M;
+            g.a = p.b_direct ? at<float>(b, 0, 0, i2, i3) : reinterpret_cast<const float *>(k.scratch + p.b_off) + b_batch * M * b->ne[0];
+            g.lda = p.b_direct ? b->nb[1] / 4 : b->ne[0];
+            g.ldc = node->ne[0];
+            g.c = c;
+            if (p.transposed) {
+                g.n = a->ne[0];
+                g.k = a->ne[1];
+                g.b = reinterpret_cast<const float *>(k.scratch + p.a_off) + a_batch * a->ne[0] * a->ne[1];
+                g.ldb = a->ne[1];
+            } else {
+                g.n = a->ne[1];
+                g.k = a->ne[0];
+                g.b = p.a_direct ? at<float>(a, 0, 0, a2, a3) : reinterpret_cast<const float *>(k.scratch + p.a_off) + a_batch * a->ne[0] * a->ne[1];
+                g.ldb = p.a_direct ? a->nb[1] / 4 : a->ne[0];
+            }
+            gemm_f32(g, k.ith, k.nth);
+        }
+    }
+}
+
+}  // namespace
+
+size_t scratch_matmul(const Tensor * node, int nth) { return MatmulPlan(node, nth).total; }
+
+void kernel_matmul(const KernelCtx & k, Tensor * node) {
+    const MatmulPlan p(node, k.nth);
+    if (k.phase == 0) prepare(k, node, p);
+    else compute(k, node, p);
+}
+
+}  // namespace toyllm::cpu

@@ -1,0 +1,577 @@
+// AVX-512 kernels (F, BW, VL, DQ and VNNI: Ice Lake, Zen 4 and later).
+//
+// Q8_0 and Q4_0: integer block dots with VNNI dpbusd on groups of 16 blocks, several
+// rows at a time (see the section below). The k-quants multiply u8 x s8 pairs with
+// maddubs into int16 and apply their 16-value (Q6_K) or 32-value (Q4_K) sub-block scales
+// with the VNNI int16 dot (dpwssd) in the same step.
+//
+// Compiled with the AVX-512 flags: no std:: templates and no non-static inline functions
+// from project headers here (see vec_dot_kernels.h).
+#include "backend/cpu/vec_dot_kernels.h"
+
+// GCC 12 reports the deliberately undefined __Y inside _mm512_undefined_*() as used
+// uninitialized once some AVX-512 intrinsics are inlined (GCC bug 105593, fixed in 13).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include <immintrin.h>
+
+#include <cstring>
+
+#ifndef PFD
+#define PFD 2048
+#endif
+namespace toyllm::cpu::kernels {
+
+namespace {
+
+float f16(uint16_t h) { return _cvtsh_ss(h); }
+
+float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// ---- activation conversions ---------------------------------------------------------
+
+// roundf (half away from zero), exactly: truncate, then step away from zero when the
+// dropped fraction is at least one half (t - trunc(t) is exact in floating point).
+__m512 round_half_away(__m512 t) {
+    const __m512 r = _mm512_roundscale_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(t, r)), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+    const __m512 one = _mm512_or_ps(_mm512_set1_ps(1.0f), _mm512_and_ps(t, _mm512_set1_ps(-0.0f)));
+    return _mm512_mask_add_ps(r, up, r, one);
+}
+
+// Same arithmetic as the reference quantizer (d = amax / 127, id = 1 / d, q = roundf(x*id)),
+// so the bytes are identical.
+void q8_0_from_float(const float * x, void * y_, int64_t n) {
+    auto * y = static_cast<Q8_0Block *>(y_);
+    for (int64_t b = 0; b < n / kQK; ++b, x += kQK) {
+        const __m512 v0 = _mm512_loadu_ps(x);
+        const __m512 v1 = _mm512_loadu_ps(x + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = static_cast<uint16_t>(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT));
+        const __m512 vid = _mm512_set1_ps(id);
+        const __m128i q0 = _mm512_cvtsepi32_epi8(_mm512_cvttps_epi32(round_half_away(_mm512_mul_ps(v0, vid))));
+        const __m128i q1 = _mm512_cvtsepi32_epi8(_mm512_cvttps_epi32(round_half_away(_mm512_mul_ps(v1, vid))));
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(y[b].qs), q0);
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(y[b].qs + 16), q1);
+    }
+}
+
+// ggml's quantize_row_q8_K_ref (see vec_dot.cpp): the largest magnitude with its sign
+// maps to -127; rounding half to even as nearest_int does (the default MXCSR mode).
+void q8_k_from_float(const float * x, void * y_, int64_t n) {
+    auto * y = static_cast<Q8_KBlock *>(y_);
+    for (int64_t b = 0; b < n / kQK_K; ++b, x += kQK_K) {
+        __m512 vmax = _mm512_setzero_ps();
+        for (int j = 0; j < kQK_K; j += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
+        const float amax = _mm512_reduce_max_ps(vmax);
+        if (amax == 0.0f) {
+            std::memset(&y[b], 0, sizeof(y[b]));
+            continue;
+        }
+        // The first value whose magnitude is amax, as the reference's strict > keeps it.
+        float max = 0.0f;
+        const __m512 vam = _mm512_set1_ps(amax);
+        for (int j = 0; j < kQK_K; j += 16) {
+            const __mmask16 m = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + j)), vam, _CMP_EQ_OQ);
+            if (m != 0) {
+                max = x[j + __builtin_ctz(static_cast<unsigned>(m))];
+                break;
+            }
+        }
+        const float iscale = -127.0f / max;
+        const __m512 vis = _mm512_set1_ps(iscale);
+        const __m512i v127 = _mm512_set1_epi32(127);
+        for (int j = 0; j < kQK_K; j += 16) {
+            const __m512i q = _mm512_min_epi32(v127, _mm512_cvtps_epi32(_mm512_mul_ps(vis, _mm512_loadu_ps(x + j))));
+            _mm_storeu_si128(reinterpret_cast<__m128i *>(y[b].qs + j), _mm512_cvtsepi32_epi8(q));
+            y[b].bsums[j / 16] = static_cast<int16_t>(_mm512_reduce_add_epi32(q));
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
+// ---- plain types ---------------------------------------------------------------------
+
+__m512 load16_f32(const void * w, int64_t i) { return _mm512_loadu_ps(static_cast<const float *>(w) + i); }
+__m512 load16_f16(const void * w, int64_t i) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(static_cast<const uint16_t *>(w) + i)));
+}
+__m512 load16_bf16(const void * w, int64_t i) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(static_cast<const uint16_t *>(w) + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+// The first `count` (< 16) values at i, zeros after.
+__m512 tail16_f32(const void * w, int64_t i, __mmask16 m) {
+    return _mm512_maskz_loadu_ps(m, static_cast<const float *>(w) + i);
+}
+__m512 tail16_f16(const void * w, int64_t i, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t *>(w) + i));
+}
+__m512 tail16_bf16(const void * w, int64_t i, __mmask16 m) {
+    const __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t *>(w) + i);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// Four accumulators of 16 (64 values per step) hide the FMA latency; the loader
+// parameters of this always-inlined static function are constants at each call site.
+__attribute__((always_inline)) inline float dot_plain(int64_t n, const void * w, const float * x,
+                                                      __m512 (*load16)(const void *, int64_t),
+                                                      __m512 (*tail16)(const void *, int64_t, __mmask16)) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    __m512 acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        acc0 = _mm512_fmadd_ps(load16(w, i), _mm512_loadu_ps(x + i), acc0);
+        acc1 = _mm512_fmadd_ps(load16(w, i + 16), _mm512_loadu_ps(x + i + 16), acc1);
+        acc2 = _mm512_fmadd_ps(load16(w, i + 32), _mm512_loadu_ps(x + i + 32), acc2);
+        acc3 = _mm512_fmadd_ps(load16(w, i + 48), _mm512_loadu_ps(x + i + 48), acc3);
+    }
+    for (; i + 16 <= n; i += 16) acc0 = _mm512_fmadd_ps(load16(w, i), _mm512_loadu_ps(x + i), acc0);
+    if (i < n) {
+        const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+        acc1 = _mm512_fmadd_ps(tail16(w, i, m), _mm512_maskz_loadu_ps(m, x + i), acc1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
+}
+
+float dot_f32(int64_t n, const void * w, const void * x) {
+    return dot_plain(n, w, static_cast<const float *>(x), load16_f32, tail16_f32);
+}
+float dot_f16(int64_t n, const void * w, const void * x) {
+    return dot_plain(n, w, static_cast<const float *>(x), load16_f16, tail16_f16);
+}
+float dot_bf16(int64_t n, const void * w, const void * x) {
+    return dot_plain(n, w, static_cast<const float *>(x), load16_bf16, tail16_bf16);
+}
+
+// ---- Q8_0 / Q4_0 ---------------------------------------------------------------------
+//
+// Both work on groups of 16 blocks. The integer dot of a block is a VNNI dpbusd, which
+// multiplies unsigned by signed bytes: the weights are made unsigned by an offset (Q8_0:
+// q + 128; Q4_0: the stored nibble, q + 8) and dpbusd starts from -offset * (sum of the
+// block's activations), itself a dpbusd against a constant. What depends on the
+// activation alone (its rearranged quants, block sums and scales) is computed once for
+// several rows: Q8_0 takes R = 4 rows at a time (then single rows), Q4_0 prepares it for
+// all the rows of a call. Each row's sum is a fixed sequence of operations, whatever the
+// number of rows of the call.
+//
+// From DRAM the hardware prefetchers do not keep up with these kernels (on one Zen 5
+// core Q8_0 with R = 4 read 14 GB/s, about 20 with software prefetch; in the L2 R = 4 is
+// 15-45% faster than R = 1). So each row prefetches the lines kPrefetchBytes ahead of
+// where it reads (4 KB: 18-20 GB/s, 8 KB: 20-21, 16 KB: 20); past its end, the same part
+// of the row read after it.
+constexpr int64_t kPrefetchBytes = 8192;
+
+// Prefetches `bytes` bytes at kPrefetchBytes past byte `pos` of a row (or part of a row)
+// of `row_bytes`; past its end, at the same distance into the row `next` bytes further
+// on (0: nothing).
+void prefetch_ahead(const void * row, int64_t pos, int64_t row_bytes, int64_t next, int bytes) {
+    int64_t ahead = pos + kPrefetchBytes;
+    if (ahead >= row_bytes) {
+        if (next == 0) return;
+        ahead += next - row_bytes;
+    }
+    const auto * p = static_cast<const char *>(row) + ahead;
+    for (int l = 0; l < bytes; l += 64) _mm_prefetch(p + l, _MM_HINT_T0);
+}
+
+// The f16 scales (first word of each block) of 16 consecutive Q8_0 blocks as floats. A
+// gather costs about a cycle per element on Zen 5 (measured: the kernels ran 2x slower
+// with two gathers per group) and more on older cores, so the scales are picked out of
+// plain 64-byte loads with word permutes (vpermt2w, AVX512BW): block i's scale is word
+// 17i of the 34-byte blocks. No load leaves the 16 blocks.
+alignas(64) constexpr uint16_t kQ8_0ScaleWords[4][32] = {
+    {0, 17, 34, 51},                                      // blocks 0-3 -> words 0-3
+    {0, 0, 0, 0, 0, 17, 34, 51},                          // blocks 4-7 -> words 4-7
+    {0, 0, 0, 0, 0, 0, 0, 0, 0, 17, 34, 51},              // ...
+    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17, 34, 51},
+};
+
+__m512i load64(const void * p) { return _mm512_loadu_si512(p); }
+__m512i load_words(const uint16_t * p) { return _mm512_load_si512(p); }
+
+__m512 q8_0_scales(const Q8_0Block * blocks) {
+    const auto * p = reinterpret_cast<const uint8_t *>(blocks);
+    __m512i d = _mm512_permutex2var_epi16(load64(p), load_words(kQ8_0ScaleWords[0]), load64(p + 64));
+    for (int q = 1; q < 4; ++q) {
+        const __m512i part =
+            _mm512_permutex2var_epi16(load64(p + 136 * q), load_words(kQ8_0ScaleWords[q]), load64(p + 136 * q + 64));
+        d = _mm512_mask_mov_epi16(d, static_cast<__mmask32>(0xFu << (4 * q)), part);
+    }
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(d));
+}
+
+// One block at a time with 256-bit VNNI, for the blocks after the last full group.
+float q8_0_tail(const Q8_0Block * w, const Q8_0Block * x, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const __m256i qw = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w[b].qs));
+        const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[b].qs));
+        const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), _mm256_cvtepi32_ps(p), acc);
+    }
+    return hsum(acc);
+}
+
+float q4_0_tail(const Q4_0Block * w, const Q8_0Block * x, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(w[b].qs));
+        const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
+        const __m256i qw = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+        const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[b].qs));
+        const __m256i p = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), qw, qx),
+                                           _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(8), qx));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), _mm256_cvtepi32_ps(p), acc);
+    }
+    return hsum(acc);
+}
+
+// The 32 quants of two Q8_0 blocks, one block per 256-bit half.
+__m512i q8_0_pair(const Q8_0Block & a, const Q8_0Block & b) {
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a.qs));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b.qs)), 1);
+}
+
+// Lanes [2k x 8, 2k+1 x 8]: the scales of blocks 2k, 2k+1 (of 16) over a pair register.
+__m512i pair_scale_index(int k) {
+    return _mm512_add_epi32(_mm512_set1_epi32(2 * k), _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+}
+
+// Q8_0: two blocks per register, 8 int32 lanes each. `next`: bytes from a row to the one
+// read after it (R rows on), 0 for a lone row.
+template <int R>
+void q8_0_rows(const Q8_0Block * const * w, const Q8_0Block * x, int64_t nb, float * y, int64_t next) {
+    const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+    __m512 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 16 <= nb; b += 16) {
+        const __m512 dx = q8_0_scales(x + b);
+        __m512 s[R];
+        for (int r = 0; r < R; ++r) {
+            prefetch_ahead(w[r], b * int64_t{sizeof(Q8_0Block)}, nb * int64_t{sizeof(Q8_0Block)}, next,
+                           16 * sizeof(Q8_0Block));
+        }
+        for (int r = 0; r < R; ++r) s[r] = _mm512_mul_ps(q8_0_scales(w[r] + b), dx);
+        for (int k = 0; k < 8; ++k) {
+            const __m512i a = q8_0_pair(x[b + 2 * k], x[b + 2 * k + 1]);
+            const __m512i neg_bias_sum =
+                _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, a));
+            const __m512i sidx = pair_scale_index(k);
+            for (int r = 0; r < R; ++r) {
+                const __m512i wu = _mm512_xor_si512(q8_0_pair(w[r][b + 2 * k], w[r][b + 2 * k + 1]), bias);
+                const __m512i p = _mm512_dpbusd_epi32(neg_bias_sum, wu, a);
+                acc[r][k & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(sidx, s[r]), acc[r][k & 1]);
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1])) + q8_0_tail(w[r] + b, x + b, nb - b);
+    }
+}
+
+// Q4_0: quads of blocks, in halves. One register holds the 16 stored bytes of four blocks
+// (one block per 128-bit lane); its low nibbles (values 0-15 of each block) and its high
+// nibbles (values 16-31) go through two dpbusd into the same int32 lanes, against the
+// matching halves of the four activation blocks (rearranged once per call). Two blocks
+// per register, as for Q8_0, needed more shuffles and ran 1.9x slower.
+//
+// Activation quads by vpermt2w (all offsets even): block j of the 136-byte quad has
+// values 0-15 at words 17j+1 .. 17j+8 (from loads at bytes 0 and 64: index w) and values
+// 16-31 at words 17j+9 .. 17j+16 (from loads at bytes 8 and 72, words 4-35 and 36-67:
+// index w - 4).
+alignas(64) constexpr uint16_t kQ8_0QuadLoWords[32] = {
+    1,  2,  3,  4,  5,  6,  7,  8,  18, 19, 20, 21, 22, 23, 24, 25,
+    35, 36, 37, 38, 39, 40, 41, 42, 52, 53, 54, 55, 56, 57, 58, 59};
+alignas(64) constexpr uint16_t kQ8_0QuadHiWords[32] = {
+    5,  6,  7,  8,  9,  10, 11, 12, 22, 23, 24, 25, 26, 27, 28, 29,
+    39, 40, 41, 42, 43, 44, 45, 46, 56, 57, 58, 59, 60, 61, 62, 63};
+
+// Lanes [4q x 4, 4q+1 x 4, 4q+2 x 4, 4q+3 x 4]: the scales of quad q (of 4) per 128-bit lane.
+__m512i quad_scale_index(int q) {
+    return _mm512_add_epi32(_mm512_set1_epi32(4 * q), _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3));
+}
+
+// A group of 16 Q4_0 blocks (288 bytes) read front to back: 4 x 64 + 32 bytes. Loading
+// it this way instead of one overlapping 64-byte load per need doubled the throughput
+// from DRAM (14 -> 27 GB/s for the loads alone on one Zen 5 core); everything else is
+// permuted out of these registers.
+struct Q4_0Group {
+    __m512i r[5];  // r[4]: bytes 256-287 in its low half
+};
+
+Q4_0Group load_q4_0_group(const Q4_0Block * blocks) {
+    const auto * p = reinterpret_cast<const uint8_t *>(blocks);
+    Q4_0Group g;
+    for (int i = 0; i < 4; ++i) g.r[i] = load64(p + 64 * i);
+    g.r[4] = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p + 256)));
+    return g;
+}
+
+// Scale words: block j's f16 scale is at byte 18j. Blocks 0-7 from (r0, r1) at word 9j,
+// blocks 8-14 from (r2, r3) at word 9j - 64, block 15 from (r3, r4) at word 39.
+alignas(64) constexpr uint16_t kQ4_0GroupScaleWords[3][32] = {
+    {0, 9, 18, 27, 36, 45, 54, 63},
+    {0, 0, 0, 0, 0, 0, 0, 0, 8, 17, 26, 35, 44, 53, 62},
+    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 39},
+};
+
+__m512 q4_0_group_scales(const Q4_0Group & g) {
+    __m512i d = _mm512_permutex2var_epi16(g.r[0], load_words(kQ4_0GroupScaleWords[0]), g.r[1]);
+    d = _mm512_mask_mov_epi16(d, 0x7F00, _mm512_permutex2var_epi16(g.r[2], load_words(kQ4_0GroupScaleWords[1]), g.r[3]));
+    d = _mm512_mask_mov_epi16(d, 0x8000, _mm512_permutex2var_epi16(g.r[3], load_words(kQ4_0GroupScaleWords[2]), g.r[4]));
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(d));
+}
+
+// Quad q (blocks 4q .. 4q+3, bytes 72q .. 72q+71) starts 8q bytes into r[q]: its quants
+// are words 4q + {1-8, 10-17, 19-26, 28-35} of the table (r[q], r[q+1]); at most 47.
+alignas(64) constexpr uint16_t kQ4_0QuadWords[32] = {
+    1,  2,  3,  4,  5,  6,  7,  8,  10, 11, 12, 13, 14, 15, 16, 17,
+    19, 20, 21, 22, 23, 24, 25, 26, 28, 29, 30, 31, 32, 33, 34, 35};
+
+// The activation side of Q4_0 x Q8_0, prepared once per call for all the rows: per quad
+// of blocks the two halves and -8 * the block sums, per group the 16 scales. A row then
+// costs 9 vector operations per quad. Rows are streamed one at a time, which the
+// hardware prefetchers follow best; with this, 2 threads read 37 GB/s from DRAM against
+// 30 when 4 rows shared the activation work.
+struct Q4_0ActQuad {
+    __m512i lo, hi, neg_bias_sum;
+};
+// Groups per chunk of columns: 16384 values, 26 KB of stack for the prepared activation.
+constexpr int64_t kQ4_0ChunkGroups = 32;
+
+void prepare_q4_0_activation(const Q8_0Block * x, int64_t n_groups, Q4_0ActQuad * quads, __m512 * dx) {
+    const __m512i eights = _mm512_set1_epi8(8);
+    const __m512i lo_words = load_words(kQ8_0QuadLoWords);
+    const __m512i hi_words = load_words(kQ8_0QuadHiWords);
+    for (int64_t g = 0; g < n_groups; ++g) {
+        dx[g] = q8_0_scales(x + 16 * g);
+        for (int q = 0; q < 4; ++q) {
+            const auto * xq = reinterpret_cast<const uint8_t *>(x + 16 * g + 4 * q);
+            Q4_0ActQuad & a = quads[4 * g + q];
+            a.lo = _mm512_permutex2var_epi16(load64(xq), lo_words, load64(xq + 64));
+            a.hi = _mm512_permutex2var_epi16(load64(xq + 8), hi_words, load64(xq + 72));
+            a.neg_bias_sum = _mm512_sub_epi32(
+                _mm512_setzero_si512(),
+                _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), eights, a.lo), eights, a.hi));
+        }
+    }
+}
+
+// One row over n_groups groups starting at w, against the prepared activation. `next`:
+// bytes from w to where the following row's part starts (prefetched once this one is),
+// 0 for none.
+float q4_0_row_groups(const Q4_0Block * w, int64_t n_groups, const Q4_0ActQuad * quads, const __m512 * dx,
+                      int64_t next) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i w_words = load_words(kQ4_0QuadWords);
+    constexpr int64_t group_bytes = 16 * sizeof(Q4_0Block);
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t g = 0; g < n_groups; ++g) {
+        prefetch_ahead(w, g * group_bytes, n_groups * group_bytes, next, group_bytes);
+        const Q4_0Group grp = load_q4_0_group(w + 16 * g);
+        const __m512 s = _mm512_mul_ps(q4_0_group_scales(grp), dx[g]);
+        for (int q = 0; q < 4; ++q) {
+            const Q4_0ActQuad & a = quads[4 * g + q];
+            const __m512i quad_words = _mm512_add_epi16(w_words, _mm512_set1_epi16(static_cast<int16_t>(4 * q)));
+            const __m512i v = _mm512_permutex2var_epi16(grp.r[q], quad_words, grp.r[q + 1]);
+            const __m512i lo = _mm512_and_si512(v, m4);
+            const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            const __m512i p = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a.neg_bias_sum, lo, a.lo), hi, a.hi);
+            acc[q & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(quad_scale_index(q), s), acc[q & 1]);
+        }
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+}
+
+// y[r] for n_rows rows `stride` bytes apart: per chunk of columns, the partial sums of
+// all rows, added in chunk order; then the blocks after the last full group.
+void q4_0_rows(const uint8_t * base, int64_t stride, int64_t n_rows, const Q8_0Block * x, int64_t nb, float * y) {
+    alignas(64) Q4_0ActQuad quads[4 * kQ4_0ChunkGroups];
+    alignas(64) __m512 dx[kQ4_0ChunkGroups];
+    const auto row = [&](int64_t r) { return reinterpret_cast<const Q4_0Block *>(base + r * stride); };
+    const int64_t n_groups = nb / 16;
+    for (int64_t r = 0; r < n_rows; ++r) y[r] = 0.0f;
+    for (int64_t g0 = 0; g0 < n_groups; g0 += kQ4_0ChunkGroups) {
+        const int64_t ng = n_groups - g0 < kQ4_0ChunkGroups ? n_groups - g0 : kQ4_0ChunkGroups;
+        prepare_q4_0_activation(x + 16 * g0, ng, quads, dx);
+        for (int64_t r = 0; r < n_rows; ++r) y[r] += q4_0_row_groups(row(r) + 16 * g0, ng, quads, dx, stride);
+    }
+    const int64_t b = 16 * n_groups;
+    if (b < nb) {
+        for (int64_t r = 0; r < n_rows; ++r) y[r] += q4_0_tail(row(r) + b, x + b, nb - b);
+    }
+}
+
+// Rows in fours, then one by one.
+template <class Block, void (*Rows4)(const Block * const *, const Q8_0Block *, int64_t, float *, int64_t),
+          void (*Rows1)(const Block * const *, const Q8_0Block *, int64_t, float *, int64_t)>
+void rows_by_four(const RowsArgs & a) {
+    const auto * base = static_cast<const uint8_t *>(a.w);
+    const auto * x = static_cast<const Q8_0Block *>(a.x);
+    const int64_t nb = a.n / kQK;
+    const auto row = [&](int64_t r) { return reinterpret_cast<const Block *>(base + r * a.w_row_bytes); };
+    int64_t r = 0;
+    for (; r + 4 <= a.n_rows; r += 4) {
+        const Block * w[4] = {row(r), row(r + 1), row(r + 2), row(r + 3)};
+        Rows4(w, x, nb, a.y + r, 4 * a.w_row_bytes);
+    }
+    for (; r < a.n_rows; ++r) {
+        const Block * w[1] = {row(r)};
+        Rows1(w, x, nb, a.y + r, a.w_row_bytes);
+    }
+}
+
+float dot_q8_0(int64_t n, const void * w, const void * x) {
+    float y;
+    const Q8_0Block * rows[1] = {static_cast<const Q8_0Block *>(w)};
+    q8_0_rows<1>(rows, static_cast<const Q8_0Block *>(x), n / kQK, &y, 0);
+    return y;
+}
+
+float dot_q4_0(int64_t n, const void * w, const void * x) {
+    float y;
+    q4_0_rows(static_cast<const uint8_t *>(w), 0, 1, static_cast<const Q8_0Block *>(x), n / kQK, &y);
+    return y;
+}
+
+void rows_q8_0(const RowsArgs & a) { rows_by_four<Q8_0Block, q8_0_rows<4>, q8_0_rows<1>>(a); }
+void rows_q4_0(const RowsArgs & a) {
+    q4_0_rows(static_cast<const uint8_t *>(a.w), a.w_row_bytes, a.n_rows, static_cast<const Q8_0Block *>(a.x),
+              a.n / kQK, a.y);
+}
+
+// ---- Q4_K ----------------------------------------------------------------------------
+
+// The 8 6-bit scales (bytes 0-7) and 8 mins (bytes 8-15) of a Q4_K block, unpacked in a
+// vector register (quant.cpp has the layout): with q the 12 packed bytes,
+//   bytes 0-3:   q[0..3] & 63             bytes 8-11:  q[4..7] & 63
+//   bytes 4-7:   (q[8..11] & 15) | (q[0..3] >> 6) << 4
+//   bytes 12-15: (q[8..11] >> 4) | (q[4..7] >> 6) << 4
+// The 16-byte load reads 4 bytes of the quants after the scales (same block).
+__m128i q4_k_scales_mins(const uint8_t * packed) {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(packed));
+    const __m128i low = _mm_shuffle_epi8(q, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i top = _mm_shuffle_epi8(q, _mm_setr_epi8(0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 0, 0, 4, 5, 6, 7));
+    const __m128i low_shifted = _mm_mask_mov_epi8(low, 0xF000, _mm_srli_epi16(low, 4));
+    const __m128i low_bits = _mm_and_si128(low_shifted, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15));
+    const __m128i top_bits = _mm_and_si128(_mm_srli_epi16(top, 2),
+                                           _mm_setr_epi8(0, 0, 0, 0, 48, 48, 48, 48, 0, 0, 0, 0, 48, 48, 48, 48));
+    return _mm_or_si128(low_bits, top_bits);
+}
+
+// pshufb control putting int16 word i in 128-bit lanes 0-1 and word i+1 in lanes 2-3.
+__m512i word_pair_shuffle(int i) {
+    const __m128i lo = _mm_set1_epi16(static_cast<int16_t>((2 * i + 1) << 8 | (2 * i)));
+    const __m128i hi = _mm_set1_epi16(static_cast<int16_t>((2 * i + 3) << 8 | (2 * i + 2)));
+    const __m512i v = _mm512_broadcast_i32x4(lo);
+    return _mm512_mask_broadcast_i32x4(v, 0xFF00, hi);
+}
+
+float dot_q4_k(int64_t n, const void * w_, const void * x_) {
+    const auto * w = static_cast<const Q4_KBlock *>(w_);
+    const auto * x = static_cast<const Q8_KBlock *>(x_);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc = _mm512_setzero_ps();
+    __m128 acc_m = _mm_setzero_ps();
+    for (int64_t b = 0; b < n / kQK_K; ++b) {
+        const float d = x[b].d * f16(w[b].d);
+        const float dmin = x[b].d * f16(w[b].dmin);
+        const __m128i sm = q4_k_scales_mins(w[b].scales);
+        const __m128i scales = _mm_cvtepu8_epi16(sm);
+        const __m128i mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
+
+        // Mins: sum_j m_j * (sum of a over sub-block j), sub-block sums from bsums pairs.
+        const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[b].bsums));
+        const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins, q8s)), acc_m);
+
+        const __m512i sc = _mm512_broadcast_i32x4(scales);
+        // Two accumulators: a chain of four dpwssd would cost four latencies per block.
+        __m512i sumi[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+        for (int c = 0; c < 4; ++c) {
+            // 32 bytes of nibbles: low nibbles are sub-block 2c, high nibbles 2c+1.
+            __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w[b].qs + 32 * c)));
+            v = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFFFF0000u, v, 4), m4);
+            const __m512i a = _mm512_loadu_si512(x[b].qs + 64 * c);
+            const __m512i p16 = _mm512_maddubs_epi16(v, a);  // |.| <= 2 * 15 * 127
+            sumi[c & 1] = _mm512_dpwssd_epi32(sumi[c & 1], p16, _mm512_shuffle_epi8(sc, word_pair_shuffle(2 * c)));
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(sumi[0], sumi[1])), acc);
+    }
+    __m128 m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    return _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(m);
+}
+
+// ---- Q6_K ----------------------------------------------------------------------------
+
+// pshufb control putting int16 word i + L in 128-bit lane L.
+__m512i word_quad_shuffle(int i) {
+    __m512i v = _mm512_setzero_si512();
+    for (int l = 0; l < 4; ++l) {
+        const int wi = i + l;
+        const __m128i c = _mm_set1_epi16(static_cast<int16_t>((2 * wi + 1) << 8 | (2 * wi)));
+        v = _mm512_mask_broadcast_i32x4(v, static_cast<__mmask16>(0xF << (4 * l)), c);
+    }
+    return v;
+}
+
+float dot_q6_k(int64_t n, const void * w_, const void * x_) {
+    const auto * w = static_cast<const Q6_KBlock *>(w_);
+    const auto * x = static_cast<const Q8_KBlock *>(x_);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i m30 = _mm512_set1_epi8(0x30);
+    const __m512i shuf_a = word_quad_shuffle(0);
+    const __m512i shuf_b = word_quad_shuffle(4);
+    __m512 acc = _mm512_setzero_ps();
+    __m256 acc_c = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / kQK_K; ++b) {
+        const float d = x[b].d * f16(w[b].d);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(w[b].scales)));
+        // 32 * sum_s sc_s * bsum_s: the -32 offset of the quants.
+        const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[b].bsums)));
+        acc_c = _mm256_fmadd_ps(_mm256_set1_ps(32.0f * d), _mm256_cvtepi32_ps(corr), acc_c);
+
+        // Two accumulators: a chain of four dpwssd would cost four latencies per block.
+        __m512i sumi[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+        for (int h = 0; h < 2; ++h) {
+            const __m512i sc = _mm512_broadcast_i32x4(h == 0 ? _mm256_castsi256_si128(sc16) : _mm256_extracti128_si256(sc16, 1));
+            const __m512i ql = _mm512_loadu_si512(w[b].ql + 64 * h);
+            const __m512i qhb = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w[b].qh + 32 * h)));
+            // Upper half shifted by 2: its bits 0-1 / 4-5 are the 2 high bits of values
+            // 32-63 / 96-127; the lower half's are those of values 0-31 / 64-95.
+            const __m512i t = _mm512_mask_srli_epi16(qhb, 0xFFFF0000u, qhb, 2);
+            const __m512i qa = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_slli_epi16(t, 4), m30));
+            const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(t, m30));
+            const __m512i pa = _mm512_maddubs_epi16(qa, _mm512_loadu_si512(x[b].qs + 128 * h));  // values 0-63
+            const __m512i pb = _mm512_maddubs_epi16(qb, _mm512_loadu_si512(x[b].qs + 128 * h + 64));  // 64-127
+            sumi[0] = _mm512_dpwssd_epi32(sumi[0], pa, _mm512_shuffle_epi8(sc, shuf_a));
+            sumi[1] = _mm512_dpwssd_epi32(sumi[1], pb, _mm512_shuffle_epi8(sc, shuf_b));
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(sumi[0], sumi[1])), acc);
+    }
+    return _mm512_reduce_add_ps(acc) - hsum(acc_c);
+}
+
+}  // namespace
+
+const IsaKernels kAvx512Kernels = {
+    .q8_0_from_float = q8_0_from_float,
+    .q8_k_from_float = q8_k_from_float,
+    .dot = {dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_k, dot_q6_k},
+    .rows = {nullptr, nullptr, nullptr, rows_q8_0, rows_q4_0, nullptr, nullptr},
+};
+
+}  // namespace toyllm::cpu::kernels

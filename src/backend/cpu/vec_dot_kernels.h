@@ -1,0 +1,73 @@
+// The interface between vec_dot.cpp (dispatch) and the per-ISA kernel files
+// vec_dot_avx2.cpp / vec_dot_avx512.cpp.
+//
+// The ISA files are compiled with -mavx2 or -mavx512*; anything they share with the rest
+// of the program must not be an inline function or template (the linker keeps one copy
+// of those, possibly the AVX-512 one, for every caller). So this header holds only plain
+// structs, function-pointer types and one table object per ISA, and it mirrors the block
+// layouts of quant.h / vec_dot.h instead of including them (vec_dot.cpp static_asserts
+// that the mirrors match).
+#pragma once
+
+#include <cstdint>
+
+namespace toyllm::cpu::kernels {
+
+constexpr int kQK = 32;     // values per Q8_0 / Q4_0 block
+constexpr int kQK_K = 256;  // values per k-quant super-block
+
+struct Q8_0Block {
+    uint16_t d;  // f16
+    int8_t qs[kQK];
+};
+struct Q4_0Block {
+    uint16_t d;  // f16
+    uint8_t qs[kQK / 2];
+};
+struct Q4_KBlock {
+    uint16_t d, dmin;  // f16
+    uint8_t scales[12];
+    uint8_t qs[kQK_K / 2];
+};
+struct Q6_KBlock {
+    uint8_t ql[kQK_K / 2];
+    uint8_t qh[kQK_K / 4];
+    int8_t scales[kQK_K / 16];
+    uint16_t d;  // f16
+};
+struct Q8_KBlock {
+    float d;
+    int8_t qs[kQK_K];
+    int16_t bsums[kQK_K / 16];
+};
+
+// Weight types with kernels, in table order.
+enum WeightKind { kF32 = 0, kF16, kBF16, kQ8_0, kQ4_0, kQ4_K, kQ6_K, kWeightKinds };
+
+using FromFloatFn = void (*)(const float * x, void * y, int64_t n);
+using DotFn = float (*)(int64_t n, const void * w, const void * x);
+
+// A run of consecutive weight rows dotted with one converted activation row.
+struct RowsArgs {
+    const void * w;       // first row
+    int64_t w_row_bytes;  // distance between rows
+    int64_t n;            // values per row
+    const void * x;       // activation in the weight type's vec_dot_type
+    float * y;            // y[r] for r in [0, n_rows)
+    int64_t n_rows;
+};
+using RowsFn = void (*)(const RowsArgs & a);
+
+struct IsaKernels {
+    FromFloatFn q8_0_from_float;  // bit-identical to quantize_row(Q8_0) at every level
+    FromFloatFn q8_k_from_float;  // bit-identical to ggml's quantize_row_q8_K_ref
+    DotFn dot[kWeightKinds];
+    RowsFn rows[kWeightKinds];    // nullptr: vec_dot.cpp loops over dot
+};
+
+#if defined(TOYLLM_X86)
+extern const IsaKernels kAvx2Kernels;    // vec_dot_avx2.cpp; needs AVX2 + FMA + F16C
+extern const IsaKernels kAvx512Kernels;  // vec_dot_avx512.cpp; needs AVX-512 F/BW/VL/DQ + VNNI
+#endif
+
+}  // namespace toyllm::cpu::kernels

@@ -1,0 +1,160 @@
+// The model subcommands as a user runs them: generate against llama2.c's printed text,
+// logits against its numbers, bench's report, and one clear error per bad input.
+#include "testing.h"
+
+#include "toyllm/gguf.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sys/wait.h>
+
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+struct CliRun {
+    int status = -1;
+    std::string out;  // stdout
+    std::string err;  // stderr
+};
+
+CliRun run_toyllm(const std::string & args) {
+    const char * bin = std::getenv("TOYLLM_BIN");
+    const std::string exe = std::string(bin ? bin : "build/release/bin") + "/toyllm";
+    toyllm::testing::TempDir tmp;
+    const std::string err_path = (tmp / "stderr").string();
+    CliRun r;
+    FILE * p = popen((exe + " " + args + " 2>" + err_path).c_str(), "r");
+    if (p == nullptr) return r;
+    std::array<char, 4096> buf;
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+    const int st = pclose(p);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    std::ifstream e(err_path);
+    r.err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
+    return r;
+}
+
+std::string quoted(const std::string & s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+}
+
+TEST(CliGenerate, GreedyTextAndIdsMatchLlama2c) {
+    TOYLLM_REQUIRE_SHARED(model, "models/stories260K/stories260K.gguf");
+    TOYLLM_REQUIRE_SHARED(ref_path, "testdata/stories260K/greedy_reference.json");
+    std::ifstream in(ref_path);
+    const json ref = json::parse(in);
+    for (const auto & [name, c] : ref["cases"].items()) {
+        // run.c ran 200 positions; the prompt's tokens after the first are forced.
+        const size_t n = 201 - c["prompt_ids"].size();
+        const std::string base = "generate -m " + model.string() + " -p " + quoted(c["prompt"].get<std::string>()) + " -n " +
+                                 std::to_string(n) + " --temp 0 --ctx 512 --threads 1";
+        const CliRun text = run_toyllm(base);
+        ASSERT_EQ(text.status, 0) << text.err;
+        EXPECT_EQ(text.out, c["stdout"].get<std::string>()) << "case " << name;
+        const CliRun ids = run_toyllm(base + " --ids");
+        std::vector<int32_t> got;
+        std::istringstream ss(ids.out);
+        for (int32_t id; ss >> id;) got.push_back(id);
+        EXPECT_EQ(got, c["generated_ids"].get<std::vector<int32_t>>()) << "case " << name;
+        EXPECT_NE(text.err.find("longer than the model's context_length 128"), std::string::npos) << text.err;
+    }
+}
+
+TEST(CliGenerate, SameSeedSameText) {
+    TOYLLM_REQUIRE_SHARED(model, "models/stories260K/stories260K.gguf");
+    const std::string cmd = "generate -m " + model.string() + " -p 'Lily saw' -n 40 --seed 7 --threads 2";
+    const CliRun a = run_toyllm(cmd), b = run_toyllm(cmd), c = run_toyllm(cmd + " --temp 1.5 --top-k 0 --top-p 1 --min-p 0");
+    ASSERT_EQ(a.status, 0) << a.err;
+    EXPECT_EQ(a.out, b.out);
+    EXPECT_NE(a.out, c.out);
+    EXPECT_EQ(a.out.rfind("Lily saw", 0), 0u) << a.out;
+}
+
+TEST(CliLogits, NpyHoldsTheReferenceLogits) {
+    TOYLLM_REQUIRE_SHARED(model, "models/stories260K/stories260K.gguf");
+    TOYLLM_REQUIRE_SHARED(ref_path, "testdata/stories260K/greedy_reference.json");
+    std::ifstream in(ref_path);
+    const json ref = json::parse(in)["logits_once_upon_a_time"];
+    toyllm::testing::TempDir tmp;
+    const fs::path out = tmp / "logits.npy";
+    const CliRun r = run_toyllm("logits -m " + model.string() + " --ids '1 403 407' -o " + out.string());
+    ASSERT_EQ(r.status, 0) << r.err;
+    const auto bytes = toyllm::testing::read_file_bytes(out);
+    ASSERT_GT(bytes.size(), 10u);
+    ASSERT_EQ(std::memcmp(bytes.data(), "\x93NUMPY\x01\x00", 8), 0);
+    const size_t header_len = bytes[8] | (bytes[9] << 8);
+    const std::string header(bytes.begin() + 10, bytes.begin() + 10 + static_cast<long>(header_len));
+    EXPECT_NE(header.find("'descr': '<f4'"), std::string::npos) << header;
+    EXPECT_NE(header.find("'shape': (3, 512)"), std::string::npos) << header;
+    EXPECT_EQ((10 + header_len) % 64, 0u);
+    ASSERT_EQ(bytes.size(), 10 + header_len + 3 * 512 * 4);
+    const auto * v = reinterpret_cast<const float *>(bytes.data() + 10 + header_len);
+    double max_err = 0;
+    for (size_t t = 0; t < 3; ++t) {
+        const auto want = ref["logits"][t].get<std::vector<float>>();
+        for (size_t i = 0; i < 512; ++i) max_err = std::max(max_err, std::abs(static_cast<double>(v[t * 512 + i]) - want[i]));
+    }
+    EXPECT_LT(max_err, 1e-4);
+}
+
+TEST(CliBench, ReportsSpeedAndTheBound) {
+    TOYLLM_REQUIRE_SHARED(model, "models/stories260K/stories260K-q8_0.gguf");
+    const CliRun r = run_toyllm("bench -m " + model.string() + " -p 16 -n 8 -r 1 --threads 1 --json");
+    ASSERT_EQ(r.status, 0) << r.err;
+    const json j = json::parse(r.out);
+    EXPECT_GT(j["pp"]["tokens_per_s"].get<double>(), 0.0);
+    EXPECT_GT(j["tg"]["tokens_per_s"].get<double>(), 0.0);
+    EXPECT_GT(j["memory_bandwidth_gbps"].get<double>(), 0.0);
+    // Q8_0 matrices of stories260K: 34 bytes per 32 weights, plus the f32 ffn_down and norms.
+    EXPECT_GT(j["bytes_per_token"].get<double>(), 2e5);
+    EXPECT_LT(j["bytes_per_token"].get<double>(), 5e5);
+}
+
+// Each bad input: exit status 1 and a one-line message that names the problem.
+void expect_error(const std::string & args, const std::string & needle) {
+    const CliRun r = run_toyllm(args);
+    EXPECT_EQ(r.status == 1 || r.status == 2, true) << args << "\n" << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+TEST(CliModel, BadInputsAreOneLineErrors) {
+    TOYLLM_REQUIRE_SHARED(model, "models/stories260K/stories260K.gguf");
+    toyllm::testing::TempDir tmp;
+    const auto original = toyllm::testing::read_file_bytes(model);
+
+    const fs::path truncated = tmp / "truncated.gguf";
+    std::ofstream(truncated, std::ios::binary).write(reinterpret_cast<const char *>(original.data()), 100000);
+    expect_error("generate -m " + truncated.string() + " -p hi", "past the end of the file");
+
+    const toyllm::GgufFile f = toyllm::GgufFile::open(model.string());
+    {
+        toyllm::GgufWriter w = toyllm::GgufWriter::copy_of(f);
+        w.set_string("general.architecture", "mamba");
+        w.write((tmp / "arch.gguf").string());
+        expect_error("generate -m " + (tmp / "arch.gguf").string() + " -p hi", "architecture 'mamba' is not supported");
+    }
+    {
+        toyllm::GgufWriter w = toyllm::GgufWriter::copy_of(f);
+        w.set_u32("llama.embedding_length", 96);
+        w.write((tmp / "shape.gguf").string());
+        expect_error("logits -m " + (tmp / "shape.gguf").string() + " --ids 1", "has shape [64, 512], expected [96, 512]");
+    }
+    expect_error("generate -m " + model.string() + " -p 'Once upon a time there was a girl' --ctx 4", "more than the context of 4");
+    expect_error("logits -m " + model.string() + " --ids '1 512'", "512 is outside the vocabulary of 512");
+    expect_error("logits -m " + model.string() + " --ids '1 x'", "'x' is not a token id");
+    expect_error("generate -m " + (tmp / "missing.gguf").string() + " -p hi", "No such file or directory");
+    expect_error("generate -m " + model.string(), "-p TEXT is required");
+}
+
+}  // namespace

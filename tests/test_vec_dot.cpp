@@ -1,0 +1,420 @@
+// Dot-product kernels at every SIMD level this machine has, against double-precision
+// sums of the reference dequantization (quant.h) of both operands: the weight row and
+// the activation row as converted by the kernel's own from_float. The only difference
+// left is summation order, so the tolerance is 1e-5 of sum |w * x|. The converted
+// activations are compared byte by byte: Q8_0 with quant.h's quantize_row, Q8_K with
+// ggml's quantize_row_q8_K_ref rewritten below. Also the thread pool and split_rows.
+#include "backend/cpu/cpu_features.h"
+#include "backend/cpu/thread_pool.h"
+#include "backend/cpu/vec_dot.h"
+
+#include "toyllm/error.h"
+#include "toyllm/quant.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+using toyllm::DType;
+using toyllm::cpu::BlockQ8_K;
+using toyllm::cpu::SimdLevel;
+
+constexpr DType kWeightTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0,
+                                  DType::Q4_0, DType::Q4_K, DType::Q6_K};
+
+// Sets TOYLLM_SIMD for the lifetime of the object and re-reads the CPU features;
+// restores the previous value (or its absence) afterwards.
+class ScopedSimd {
+  public:
+    explicit ScopedSimd(const char * value) {
+        if (const char * old = std::getenv("TOYLLM_SIMD")) old_ = old;
+        if (value != nullptr) {
+            setenv("TOYLLM_SIMD", value, 1);
+        } else {
+            unsetenv("TOYLLM_SIMD");
+        }
+    }
+    ~ScopedSimd() {
+        if (old_) {
+            setenv("TOYLLM_SIMD", old_->c_str(), 1);
+        } else {
+            unsetenv("TOYLLM_SIMD");
+        }
+        toyllm::cpu::reset_cpu_features_for_testing();
+    }
+    ScopedSimd(const ScopedSimd &) = delete;
+    ScopedSimd & operator=(const ScopedSimd &) = delete;
+
+  private:
+    std::optional<std::string> old_;
+};
+
+// Every level up to what this CPU supports.
+std::vector<SimdLevel> available_levels() {
+    ScopedSimd none(nullptr);
+    const SimdLevel max = toyllm::cpu::reset_cpu_features_for_testing().level;
+    std::vector<SimdLevel> v;
+    for (int l = 0; l <= static_cast<int>(max); ++l) v.push_back(static_cast<SimdLevel>(l));
+    return v;
+}
+
+// Runs body() once per available level with that level active.
+template <class Body>
+void for_each_level(const Body & body) {
+    for (SimdLevel level : available_levels()) {
+        const char * name = toyllm::cpu::simd_level_name(level);
+        SCOPED_TRACE(std::string("simd ") + name);
+        ScopedSimd s(name);
+        ASSERT_EQ(toyllm::cpu::reset_cpu_features_for_testing().level, level);
+        body(level);
+    }
+}
+
+std::vector<float> random_floats(int64_t n, uint32_t seed, float scale = 1.0f) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    std::vector<float> v(static_cast<size_t>(n));
+    // Vary the magnitude every 32 values so that block scales differ.
+    for (int64_t i = 0; i < n; i += 32) {
+        const float s = scale * std::ldexp(1.0f, static_cast<int>(rng() % 7) - 3);
+        for (int64_t j = i; j < n && j < i + 32; ++j) v[static_cast<size_t>(j)] = s * u(rng);
+    }
+    return v;
+}
+
+// ggml's quantize_row_q8_K_ref, written from its source: iscale = -127 / max where max is
+// the first value of largest magnitude, q = nearest_int(iscale * x) (half to even),
+// capped at 127, d = 1 / iscale, bsums = sums of 16. An all-zero block is all zeros.
+std::vector<BlockQ8_K> reference_q8_k(const std::vector<float> & x) {
+    std::vector<BlockQ8_K> y(x.size() / 256);
+    for (size_t b = 0; b < y.size(); ++b) {
+        const float * v = x.data() + 256 * b;
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < 256; ++j) {
+            if (std::fabs(v[j]) > amax) {
+                amax = std::fabs(v[j]);
+                max = v[j];
+            }
+        }
+        std::memset(&y[b], 0, sizeof(BlockQ8_K));
+        if (amax == 0.0f) continue;
+        const float iscale = -127.0f / max;
+        for (int j = 0; j < 256; ++j) {
+            const int q = static_cast<int>(std::nearbyint(iscale * v[j]));
+            y[b].qs[j] = static_cast<int8_t>(std::min(127, q));
+        }
+        for (int g = 0; g < 16; ++g) {
+            int s = 0;
+            for (int l = 0; l < 16; ++l) s += y[b].qs[16 * g + l];
+            y[b].bsums[g] = static_cast<int16_t>(s);
+        }
+        y[b].d = 1.0f / iscale;
+    }
+    return y;
+}
+
+// The converted activation back to floats, by the reference dequantizers.
+std::vector<float> dequantize_activation(DType t, const std::vector<uint8_t> & conv, int64_t n) {
+    std::vector<float> out(static_cast<size_t>(n));
+    if (t == DType::Q8_K) {
+        const auto * blocks = reinterpret_cast<const BlockQ8_K *>(conv.data());
+        for (int64_t i = 0; i < n; ++i) out[static_cast<size_t>(i)] = blocks[i / 256].d * blocks[i / 256].qs[i % 256];
+    } else {
+        toyllm::dequantize_row(t, conv.data(), out.data(), n);
+    }
+    return out;
+}
+
+size_t converted_bytes(DType vec_dot_type, int64_t n) {
+    return vec_dot_type == DType::Q8_K ? static_cast<size_t>(n / 256) * sizeof(BlockQ8_K)
+                                       : toyllm::dtype_row_bytes(vec_dot_type, n);
+}
+
+std::vector<int64_t> sizes_for(DType t) {
+    const int64_t block = toyllm::dtype_info(t).block_size;
+    std::vector<int64_t> out;
+    // Odd lengths for the plain types exercise every tail; 17 and 33 Q8_0 / Q4_0 blocks
+    // are a group of 16 plus a tail; 33024 = 1032 blocks spans chunks of columns.
+    for (int64_t n : {1, 7, 17, 31, 32, 33, 65, 100, 96, 256, 544, 1056, 2304, 5632, 33024}) {
+        if (n % block == 0) out.push_back(n);
+    }
+    return out;
+}
+
+struct Case {
+    std::vector<uint8_t> w;
+    std::vector<float> x;
+    std::vector<float> w_deq;
+};
+
+Case make_case(DType t, int64_t n, uint32_t seed) {
+    Case c;
+    const auto wf = random_floats(n, seed);
+    c.w.resize(toyllm::dtype_row_bytes(t, n));
+    toyllm::quantize_row(t, wf.data(), c.w.data(), n);
+    c.w_deq.resize(static_cast<size_t>(n));
+    toyllm::dequantize_row(t, c.w.data(), c.w_deq.data(), n);
+    c.x = random_floats(n, seed * 7919u + 1, 3.0f);
+    return c;
+}
+
+TEST(VecDot, DotMatchesDequantizedReference) {
+    for_each_level([](SimdLevel) {
+        for (DType t : kWeightTypes) {
+            const auto & vd = toyllm::cpu::vec_dot_for(t);
+            for (int64_t n : sizes_for(t)) {
+                SCOPED_TRACE(std::string(toyllm::dtype_name(t)) + " n=" + std::to_string(n));
+                for (uint32_t seed = 1; seed <= 3; ++seed) {
+                    const Case c = make_case(t, n, seed + static_cast<uint32_t>(n));
+                    std::vector<uint8_t> conv(converted_bytes(vd.vec_dot_type, n));
+                    vd.from_float(c.x.data(), conv.data(), n);
+                    const auto x_deq = dequantize_activation(vd.vec_dot_type, conv, n);
+                    double ref = 0.0, mag = 0.0;
+                    for (int64_t i = 0; i < n; ++i) {
+                        const double p = static_cast<double>(c.w_deq[i]) * x_deq[static_cast<size_t>(i)];
+                        ref += p;
+                        mag += std::fabs(p);
+                    }
+                    const float got = vd.dot(n, c.w.data(), conv.data());
+                    EXPECT_NEAR(got, ref, 1e-5 * mag + 1e-30) << "seed " << seed;
+                }
+            }
+        }
+    });
+}
+
+TEST(VecDot, VecDotTypes) {
+    using toyllm::cpu::vec_dot_for;
+    EXPECT_EQ(vec_dot_for(DType::F32).vec_dot_type, DType::F32);
+    EXPECT_EQ(vec_dot_for(DType::F16).vec_dot_type, DType::F32);
+    EXPECT_EQ(vec_dot_for(DType::BF16).vec_dot_type, DType::F32);
+    EXPECT_EQ(vec_dot_for(DType::Q8_0).vec_dot_type, DType::Q8_0);
+    EXPECT_EQ(vec_dot_for(DType::Q4_0).vec_dot_type, DType::Q8_0);
+    EXPECT_EQ(vec_dot_for(DType::Q4_K).vec_dot_type, DType::Q8_K);
+    EXPECT_EQ(vec_dot_for(DType::Q6_K).vec_dot_type, DType::Q8_K);
+    EXPECT_THROW(vec_dot_for(DType::Q5_0), toyllm::Error);
+    EXPECT_THROW(vec_dot_for(DType::I32), toyllm::Error);
+}
+
+// Activations with the awkward cases: exact halves after scaling (rounding direction),
+// a zero block, ties of +max and -max (the first wins in Q8_K), tiny and huge blocks.
+std::vector<float> awkward_activation(int64_t n) {
+    auto x = random_floats(n, 12345, 2.0f);
+    // Block 0 of 32: amax 127 gives d = 1 and id = 1, so x * id keeps the halves.
+    for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j % 2 ? j : -j) + 0.5f;
+    x[5] = 127.0f;
+    if (n >= 128) {
+        for (int j = 32; j < 64; ++j) x[j] = 0.0f;  // an all-zero Q8_0 block
+        for (int j = 64; j < 96; ++j) x[j] *= 1e-30f;
+        for (int j = 96; j < 128; ++j) x[j] *= 1e30f;
+    }
+    if (n >= 1024) {
+        // Q8_K block 1: max magnitude 127 with -127 first, so iscale = 1 and halves stay.
+        for (int j = 256; j < 512; ++j) x[j] = static_cast<float>((j % 50) - 25) + 0.5f;
+        x[300] = -127.0f;
+        x[400] = 127.0f;
+        for (int j = 512; j < 768; ++j) x[j] = 0.0f;  // an all-zero Q8_K block
+        // Q8_K block 3: max positive: iscale = -1.
+        for (int j = 768; j < 1024; ++j) x[j] = static_cast<float>((j % 21) - 10) - 0.5f;
+        x[1000] = 127.0f;
+    }
+    return x;
+}
+
+TEST(VecDot, Q8_0ActivationIsByteIdenticalToReference) {
+    for (int64_t n : {32, 96, 256, 2304, 5632}) {
+        const auto x = awkward_activation(n);
+        std::vector<uint8_t> ref(toyllm::dtype_row_bytes(DType::Q8_0, n));
+        toyllm::quantize_row(DType::Q8_0, x.data(), ref.data(), n);
+        for_each_level([&](SimdLevel) {
+            for (DType w : {DType::Q8_0, DType::Q4_0}) {
+                const auto & vd = toyllm::cpu::vec_dot_for(w);
+                std::vector<uint8_t> got(ref.size(), 0xAB);
+                vd.from_float(x.data(), got.data(), n);
+                EXPECT_EQ(got, ref) << "n=" << n;
+            }
+        });
+    }
+}
+
+TEST(VecDot, Q8_KActivationIsByteIdenticalToGgmlFormula) {
+    for (int64_t n : {256, 2304, 5632}) {
+        const auto x = awkward_activation(n);
+        const auto ref = reference_q8_k(x);
+        for_each_level([&](SimdLevel) {
+            for (DType w : {DType::Q4_K, DType::Q6_K}) {
+                const auto & vd = toyllm::cpu::vec_dot_for(w);
+                std::vector<BlockQ8_K> got(ref.size());
+                std::memset(got.data(), 0xAB, got.size() * sizeof(BlockQ8_K));
+                vd.from_float(x.data(), got.data(), n);
+                EXPECT_EQ(std::memcmp(got.data(), ref.data(), ref.size() * sizeof(BlockQ8_K)), 0) << "n=" << n;
+            }
+        });
+    }
+}
+
+TEST(VecDot, Q8_KFormulaDetails) {
+    // The hand-checked corners of the formula the byte test above relies on.
+    std::vector<float> x(256, 0.0f);
+    x[0] = 2.5f;     // iscale = -1: -2.5 rounds half to even -> -2
+    x[1] = -3.5f;    // -> 4
+    x[2] = 127.0f;   // the max, first of the two magnitudes 127: -> -127
+    x[3] = -127.0f;  // -> 127
+    const auto y = reference_q8_k(x);
+    EXPECT_FLOAT_EQ(y[0].d, -1.0f);
+    EXPECT_EQ(y[0].qs[0], -2);
+    EXPECT_EQ(y[0].qs[1], 4);
+    EXPECT_EQ(y[0].qs[2], -127);
+    EXPECT_EQ(y[0].qs[3], 127);
+    EXPECT_EQ(y[0].bsums[0], -2 + 4 - 127 + 127);
+}
+
+TEST(VecDot, MatVecRowsMatchesDot) {
+    constexpr int64_t kRows = 37;
+    for_each_level([](SimdLevel) {
+        for (DType t : kWeightTypes) {
+            SCOPED_TRACE(std::string(toyllm::dtype_name(t)));
+            const int64_t n = toyllm::dtype_info(t).block_size == 256 ? 768 : 544;
+            const size_t row_bytes = toyllm::dtype_row_bytes(t, n);
+            // Rows padded by 64 bytes: row_bytes is a stride, not the row size.
+            const size_t stride = row_bytes + 64;
+            std::vector<uint8_t> w(stride * kRows);
+            for (int64_t r = 0; r < kRows; ++r) {
+                const auto f = random_floats(n, static_cast<uint32_t>(100 + r));
+                toyllm::quantize_row(t, f.data(), w.data() + stride * r, n);
+            }
+            const auto x = random_floats(n, 77);
+            const auto & vd = toyllm::cpu::vec_dot_for(t);
+            std::vector<uint8_t> conv(converted_bytes(vd.vec_dot_type, n));
+            vd.from_float(x.data(), conv.data(), n);
+            std::vector<float> y(kRows, -1.0f);
+            const toyllm::cpu::MatVecArgs args{.w_type = t,
+                                               .w = w.data(),
+                                               .w_row_bytes = static_cast<int64_t>(stride),
+                                               .n = n,
+                                               .x_conv = conv.data(),
+                                               .y = y.data()};
+            toyllm::cpu::matvec_rows(args, 0, kRows);
+            for (int64_t r = 0; r < kRows; ++r) {
+                const float d = vd.dot(n, w.data() + stride * r, conv.data());
+                EXPECT_NEAR(y[r], d, 1e-5f * (std::fabs(d) + 1.0f)) << "row " << r;
+            }
+            // The same rows split between threads give bit-identical results.
+            for (int nth = 1; nth <= 3; ++nth) {
+                toyllm::cpu::ThreadPool pool(nth);
+                std::vector<float> y2(kRows, -1.0f);
+                auto args2 = args;
+                args2.y = y2.data();
+                pool.run([&](int ith, int nth_) {
+                    const auto rr = toyllm::cpu::split_rows(kRows, ith, nth_);
+                    toyllm::cpu::matvec_rows(args2, rr.begin, rr.end);
+                });
+                EXPECT_EQ(y2, y) << nth << " threads";
+            }
+        }
+    });
+}
+
+TEST(CpuFeatures, SimdEnvironmentVariable) {
+    {
+        ScopedSimd s("bogus");
+        EXPECT_THROW(toyllm::cpu::reset_cpu_features_for_testing(), toyllm::Error);
+        EXPECT_THROW(toyllm::cpu::cpu_features(), toyllm::Error);
+    }
+    {
+        ScopedSimd s("scalar");
+        EXPECT_EQ(toyllm::cpu::reset_cpu_features_for_testing().level, SimdLevel::SCALAR);
+        EXPECT_EQ(toyllm::cpu::cpu_features().level, SimdLevel::SCALAR);
+    }
+    const auto levels = available_levels();
+    if (levels.back() != SimdLevel::AVX512) {
+        ScopedSimd s("avx512");
+        EXPECT_THROW(toyllm::cpu::reset_cpu_features_for_testing(), toyllm::Error);
+    }
+    const auto & f = toyllm::cpu::cpu_features();
+    EXPECT_EQ(f.avx2, levels.size() >= 2);
+    EXPECT_TRUE(!f.avx512_vnni || f.avx512);
+    EXPECT_TRUE(!f.avx512 || f.avx2);
+    EXPECT_STREQ(toyllm::cpu::simd_level_name(f.level), toyllm::cpu::simd_level_name(levels.back()));
+}
+
+TEST(ThreadPool, EveryThreadRunsOncePerRun) {
+    for (int n_threads = 1; n_threads <= 4; ++n_threads) {
+        toyllm::cpu::ThreadPool pool(n_threads);
+        EXPECT_EQ(pool.size(), n_threads);
+        std::vector<std::atomic<int>> seen(static_cast<size_t>(n_threads));
+        std::atomic<int> bad_nth{0};
+        for (int run = 0; run < 1000; ++run) {
+            for (auto & s : seen) s.store(0, std::memory_order_relaxed);
+            pool.run([&](int ith, int nth) {
+                if (nth != n_threads || ith < 0 || ith >= nth) {
+                    bad_nth.fetch_add(1);
+                    return;
+                }
+                seen[static_cast<size_t>(ith)].fetch_add(1, std::memory_order_relaxed);
+            });
+            for (int i = 0; i < n_threads; ++i) ASSERT_EQ(seen[static_cast<size_t>(i)].load(), 1) << "run " << run;
+        }
+        EXPECT_EQ(bad_nth.load(), 0);
+    }
+}
+
+TEST(ThreadPool, WritesOfWorkersAreVisibleAfterRun) {
+    // Plain (non-atomic) writes: run() must order them before its return.
+    toyllm::cpu::ThreadPool pool(3);
+    std::vector<int64_t> out(3 * 1000, 0);
+    for (int run = 0; run < 1000; ++run) {
+        pool.run([&](int ith, int) { out[static_cast<size_t>(3 * run + ith)] = run + ith; });
+    }
+    for (int run = 0; run < 1000; ++run) {
+        for (int ith = 0; ith < 3; ++ith) ASSERT_EQ(out[static_cast<size_t>(3 * run + ith)], run + ith);
+    }
+}
+
+TEST(ThreadPool, SplitRowsCoversEachRowOnce) {
+    for (int64_t n = 0; n <= 70; ++n) {
+        for (int nth = 1; nth <= 9; ++nth) {
+            int64_t next = 0;
+            for (int ith = 0; ith < nth; ++ith) {
+                const auto r = toyllm::cpu::split_rows(n, ith, nth);
+                ASSERT_EQ(r.begin, next) << "n=" << n << " nth=" << nth << " ith=" << ith;
+                ASSERT_LE(r.begin, r.end);
+                next = r.end;
+            }
+            ASSERT_EQ(next, n) << "n=" << n << " nth=" << nth;
+        }
+    }
+}
+
+TEST(ThreadPool, ExceptionsPropagateToTheCaller) {
+    for (int n_threads = 1; n_threads <= 4; ++n_threads) {
+        toyllm::cpu::ThreadPool pool(n_threads);
+        const int thrower = n_threads - 1;  // a worker when there is one, else the caller
+        try {
+            pool.run([&](int ith, int) {
+                if (ith == thrower) throw std::runtime_error("boom " + std::to_string(ith));
+            });
+            ADD_FAILURE() << "no exception";
+        } catch (const std::runtime_error & e) {
+            EXPECT_EQ(std::string(e.what()), "boom " + std::to_string(thrower));
+        }
+        // Every thread throwing: one of them comes out, the pool stays usable.
+        EXPECT_THROW(pool.run([](int, int) { throw toyllm::Error("all"); }), toyllm::Error);
+        std::atomic<int> count{0};
+        pool.run([&](int, int) { count.fetch_add(1); });
+        EXPECT_EQ(count.load(), n_threads);
+    }
+    EXPECT_THROW(toyllm::cpu::ThreadPool(0), toyllm::Error);
+}
+
+}  // namespace
