@@ -10,6 +10,7 @@ namespace toyllm::cli {
 int cmd_info(const std::vector<std::string> & argv);
 int cmd_demo(const std::vector<std::string> & argv);
 int cmd_generate(const std::vector<std::string> & argv);
+int cmd_init(const std::vector<std::string> & argv);
 int cmd_logits(const std::vector<std::string> & argv);
 int cmd_bench(const std::vector<std::string> & argv);
 int cmd_tokenize(const std::vector<std::string> & argv);
