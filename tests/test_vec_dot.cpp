@@ -341,7 +341,8 @@ TEST(CpuFeatures, SimdEnvironmentVariable) {
         ScopedSimd s("avx512");
         EXPECT_THROW(toyllm::cpu::reset_cpu_features_for_testing(), toyllm::Error);
     }
-    const auto & f = toyllm::cpu::cpu_features();
+    ScopedSimd none(nullptr);  // whatever the caller's TOYLLM_SIMD: the CPU's own level
+    const auto & f = toyllm::cpu::reset_cpu_features_for_testing();
     EXPECT_EQ(f.avx2, levels.size() >= 2);
     EXPECT_TRUE(!f.avx512_vnni || f.avx512);
     EXPECT_TRUE(!f.avx512 || f.avx2);

@@ -116,6 +116,8 @@ void q8_k_from_float(const float * x, void * y_, int64_t n) {
     }
 }
 
+constexpr int kPlainPrefetchBytes = 8192;
+
 // ---- plain types ---------------------------------------------------------------------
 
 __m256 load8_f32(const void * w, int64_t i) { return _mm256_loadu_ps(static_cast<const float *>(w) + i); }
@@ -137,14 +139,17 @@ float bf16_at(const void * w, int64_t i) {
 }
 
 // Four accumulators of 8 (32 values per step) hide the FMA latency; a function-pointer
-// parameter of a static function is inlined at each call site.
-__attribute__((always_inline)) inline float dot_plain(int64_t n, const void * w, const float * x,
+// parameter of a static function is inlined at each call site. The weights are
+// prefetched kPlainPrefetchBytes ahead, as in the AVX-512 kernels.
+__attribute__((always_inline)) inline float dot_plain(int64_t n, const void * w, const float * x, int elem_bytes,
                                                       __m256 (*load8)(const void *, int64_t),
                                                       float (*at)(const void *, int64_t)) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        const char * pf = static_cast<const char *>(w) + i * elem_bytes + kPlainPrefetchBytes;
+        for (int l = 0; l < 32 * elem_bytes; l += 64) _mm_prefetch(pf + l, _MM_HINT_T0);
         acc0 = _mm256_fmadd_ps(load8(w, i), _mm256_loadu_ps(x + i), acc0);
         acc1 = _mm256_fmadd_ps(load8(w, i + 8), _mm256_loadu_ps(x + i + 8), acc1);
         acc2 = _mm256_fmadd_ps(load8(w, i + 16), _mm256_loadu_ps(x + i + 16), acc2);
@@ -157,13 +162,13 @@ __attribute__((always_inline)) inline float dot_plain(int64_t n, const void * w,
 }
 
 float dot_f32(int64_t n, const void * w, const void * x) {
-    return dot_plain(n, w, static_cast<const float *>(x), load8_f32, f32_at);
+    return dot_plain(n, w, static_cast<const float *>(x), 4, load8_f32, f32_at);
 }
 float dot_f16(int64_t n, const void * w, const void * x) {
-    return dot_plain(n, w, static_cast<const float *>(x), load8_f16, f16_at);
+    return dot_plain(n, w, static_cast<const float *>(x), 2, load8_f16, f16_at);
 }
 float dot_bf16(int64_t n, const void * w, const void * x) {
-    return dot_plain(n, w, static_cast<const float *>(x), load8_bf16, bf16_at);
+    return dot_plain(n, w, static_cast<const float *>(x), 2, load8_bf16, bf16_at);
 }
 
 // ---- Q8_0 / Q4_0 ---------------------------------------------------------------------
