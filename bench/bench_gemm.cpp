@@ -21,10 +21,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <memory>
 #include <random>
 #include <string>
-#include <ctime>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -37,8 +37,9 @@ using namespace toyllm::cpu;
 
 // ---- the FMA limit ----
 
-// Independent accumulator chains: enough to cover FMA latency x issue width on current
-// cores (4 cycles x 2 pipes = 8; 20 leaves margin). Returns flops done.
+// The fma_loop_* functions run `iters` rounds of kChains independent FMA chains and
+// return the flops done. kChains covers FMA latency x issue width on current cores
+// (4 cycles x 2 pipes = 8) with margin.
 constexpr int kChains = 20;
 
 #if defined(__x86_64__)

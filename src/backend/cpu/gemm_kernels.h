@@ -11,9 +11,11 @@
 //
 // Arithmetic contract (what makes results independent of the thread count and of the
 // blocking): every kernel computes each C element as one chain c = fma(a, b, c) (scalar:
-// c = a * b + c) over k in increasing order, starting from the C value when load_c is
-// set and from +0 otherwise. The driver calls depth blocks in increasing k order with
-// load_c set after the first, so the chain is the same whatever mc, kc, nc and the split.
+// c = a * b + c, which the compiler may or may not fuse) over k in increasing order,
+// starting from the C value when load_c is set and from +0 otherwise. The driver calls
+// depth blocks in increasing k order with load_c set after the first, so the chain is
+// the same whatever mc, kc, nc and the split; and all FMA kernels (AVX2, AVX-512, any
+// register tile) give the same bits.
 #pragma once
 
 #include "backend/cpu/cpu_features.h"
@@ -58,9 +60,10 @@ struct KernelSet {
     void (*macro)(const MacroArgs &);  // all mr x nr tiles of one block pair
 };
 
-// Cache blocking, in elements. mc is a multiple of mr and nc of nr. A packed A block
-// (mc x kc) is meant to stay in L2 and one B panel (kc x nr) in L1 while the tiles of
-// the block sweep over it; the packed B block (kc x nc) lives in L2/L3.
+// Cache blocking, in elements; mc should be a multiple of mr and nc of nr. A packed A
+// block (mc x kc) and one B panel (kc x nr) are meant to stay in L2 (the panel in L1
+// where it fits) while the tiles sweep over them; the packed B block (kc x nc), kept
+// only when the rows need several A blocks, lives in L2/L3.
 struct Blocking {
     int64_t mc, kc, nc;
 };
