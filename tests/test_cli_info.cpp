@@ -13,30 +13,14 @@
 
 namespace {
 
-struct CliRun {
-    int status = -1;
-    std::string out;  // stdout and stderr together
-};
-
-CliRun run_toyllm(const std::string & args) {
-    const char * bin = std::getenv("TOYLLM_BIN");
-    const std::string exe = std::string(bin ? bin : "build/release/bin") + "/toyllm";
-    CliRun r;
-    FILE * p = popen((exe + " " + args + " 2>&1").c_str(), "r");
-    if (p == nullptr) return r;
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-    const int st = pclose(p);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return r;
-}
+using toyllm::testing::CliRun;
+using toyllm::testing::run_toyllm;
 
 TEST(CliInfo, JsonListsTheSameTensorsAsTheReader) {
     TOYLLM_REQUIRE_SHARED(path, "models/stories260K/stories260K-q4_0.gguf");
     const CliRun r = run_toyllm("info --json --max-array 2 " + path.string());
-    ASSERT_EQ(r.status, 0) << r.out;
-    const auto j = nlohmann::json::parse(r.out);
+    ASSERT_EQ(r.status, 0) << r.both;
+    const auto j = nlohmann::json::parse(r.both);
     const toyllm::GgufFile f = toyllm::GgufFile::open(path.string());
     ASSERT_EQ(j["tensors"].size(), f.tensors().size());
     for (size_t i = 0; i < f.tensors().size(); ++i) {
@@ -54,10 +38,10 @@ TEST(CliInfo, JsonListsTheSameTensorsAsTheReader) {
 TEST(CliInfo, TextShowsKeysAndAbbreviatedArrays) {
     TOYLLM_REQUIRE_SHARED(path, "testdata/vocab/ggml-vocab-llama-spm.gguf");
     const CliRun r = run_toyllm("info " + path.string());
-    ASSERT_EQ(r.status, 0) << r.out;
-    EXPECT_NE(r.out.find("tokenizer.ggml.model = \"llama\""), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find("... (32000 total)]"), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find("* 0 tensors"), std::string::npos) << r.out;
+    ASSERT_EQ(r.status, 0) << r.both;
+    EXPECT_NE(r.both.find("tokenizer.ggml.model = \"llama\""), std::string::npos) << r.both;
+    EXPECT_NE(r.both.find("... (32000 total)]"), std::string::npos) << r.both;
+    EXPECT_NE(r.both.find("* 0 tensors"), std::string::npos) << r.both;
 }
 
 TEST(CliInfo, ErrorsExitNonZeroWithOneClearLine) {
@@ -65,37 +49,37 @@ TEST(CliInfo, ErrorsExitNonZeroWithOneClearLine) {
     const auto missing = tmp / "missing.gguf";
     CliRun r = run_toyllm("info " + missing.string());
     EXPECT_EQ(r.status, 1);
-    EXPECT_NE(r.out.find("cannot open " + missing.string() + ": No such file or directory"), std::string::npos) << r.out;
+    EXPECT_NE(r.both.find("cannot open " + missing.string() + ": No such file or directory"), std::string::npos) << r.both;
 
     r = run_toyllm("info --bogus x");
     EXPECT_EQ(r.status, 2);
-    EXPECT_NE(r.out.find("unknown option --bogus"), std::string::npos) << r.out;
+    EXPECT_NE(r.both.find("unknown option --bogus"), std::string::npos) << r.both;
 
     r = run_toyllm("info");
     EXPECT_EQ(r.status, 2);
-    EXPECT_NE(r.out.find("expected 1 argument"), std::string::npos) << r.out;
+    EXPECT_NE(r.both.find("expected 1 argument"), std::string::npos) << r.both;
 
     r = run_toyllm("info --max-array lots x.gguf");
     EXPECT_EQ(r.status, 2);
-    EXPECT_NE(r.out.find("--max-array expects an integer"), std::string::npos) << r.out;
+    EXPECT_NE(r.both.find("--max-array expects an integer"), std::string::npos) << r.both;
 
     r = run_toyllm("no-such-command");
     EXPECT_EQ(r.status, 2);
-    EXPECT_NE(r.out.find("unknown command"), std::string::npos) << r.out;
+    EXPECT_NE(r.both.find("unknown command"), std::string::npos) << r.both;
 
     r = run_toyllm("info --help");
     EXPECT_EQ(r.status, 0);
-    EXPECT_NE(r.out.find("usage: toyllm info"), std::string::npos) << r.out;
+    EXPECT_NE(r.both.find("usage: toyllm info"), std::string::npos) << r.both;
 }
 
 TEST(CliDemo, WritesAModelThatTheReaderAccepts) {
     toyllm::testing::TempDir tmp;
     const CliRun r = run_toyllm("demo -o " + tmp.path().string());
-    ASSERT_EQ(r.status, 0) << r.out;
+    ASSERT_EQ(r.status, 0) << r.both;
     const toyllm::GgufFile f = toyllm::GgufFile::open((tmp / "demo.gguf").string());
     EXPECT_EQ(f.get_string("general.architecture"), "llama");
     EXPECT_EQ(f.tensors().size(), 2u + 9u * f.get_u32("llama.block_count"));
-    EXPECT_NE(r.out.find("token_embd.weight"), std::string::npos);
+    EXPECT_NE(r.both.find("token_embd.weight"), std::string::npos);
 }
 
 }  // namespace

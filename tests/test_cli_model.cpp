@@ -15,32 +15,11 @@
 
 namespace {
 
+using toyllm::testing::CliRun;
+using toyllm::testing::run_toyllm;
+
 using nlohmann::json;
 namespace fs = std::filesystem;
-
-struct CliRun {
-    int status = -1;
-    std::string out;  // stdout
-    std::string err;  // stderr
-};
-
-CliRun run_toyllm(const std::string & args) {
-    const char * bin = std::getenv("TOYLLM_BIN");
-    const std::string exe = std::string(bin ? bin : "build/release/bin") + "/toyllm";
-    toyllm::testing::TempDir tmp;
-    const std::string err_path = (tmp / "stderr").string();
-    CliRun r;
-    FILE * p = popen((exe + " " + args + " 2>" + err_path).c_str(), "r");
-    if (p == nullptr) return r;
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-    const int st = pclose(p);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    std::ifstream e(err_path);
-    r.err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
-    return r;
-}
 
 std::string quoted(const std::string & s) {
     std::string q = "'";

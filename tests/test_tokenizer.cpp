@@ -21,6 +21,9 @@
 
 namespace {
 
+using toyllm::testing::CliRun;
+using toyllm::testing::run_toyllm;
+
 using toyllm::EncodeOptions;
 using toyllm::StreamDecoder;
 using toyllm::TokenId;
@@ -428,49 +431,30 @@ TEST(Tokenizer, Throughput) {
     }
 }
 
-struct CliRun {
-    int status = -1;
-    std::string out;  // stdout and stderr together
-};
-
-CliRun run_toyllm(const std::string & args) {
-    const char * bin = std::getenv("TOYLLM_BIN");
-    const std::string exe = std::string(bin ? bin : "build/release/bin") + "/toyllm";
-    CliRun r;
-    FILE * p = popen((exe + " " + args + " 2>&1").c_str(), "r");
-    if (p == nullptr) return r;
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-    const int st = pclose(p);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return r;
-}
-
 TEST(CliTokenize, PrintsIds) {
     TOYLLM_REQUIRE_SHARED(spm, "testdata/vocab/ggml-vocab-llama-spm.gguf");
     TOYLLM_REQUIRE_SHARED(gpt2, "testdata/vocab/ggml-vocab-gpt-2.gguf");
     TOYLLM_REQUIRE_SHARED(qwen3, "testdata/hf-tokenizers/qwen3/tokenizer.json");
     CliRun r = run_toyllm("tokenize -m " + spm.string() + " --text 'Hello world'");
-    EXPECT_EQ(r.status, 0) << r.out;
-    EXPECT_EQ(r.out, "1 15043 3186\n");
+    EXPECT_EQ(r.status, 0) << r.both;
+    EXPECT_EQ(r.both, "1 15043 3186\n");
     r = run_toyllm("tokenize -m " + spm.string() + " --text 'Hello world' --no-bos --ctx 512 --threads 4");
-    EXPECT_EQ(r.status, 0) << r.out;
-    EXPECT_EQ(r.out, "15043 3186\n");
+    EXPECT_EQ(r.status, 0) << r.both;
+    EXPECT_EQ(r.both, "15043 3186\n");
     r = run_toyllm("tokenize --model " + gpt2.string() + " --text 'Hello<|endoftext|> world'");
-    EXPECT_EQ(r.out, "15496 50256 995\n");
+    EXPECT_EQ(r.both, "15496 50256 995\n");
     r = run_toyllm("tokenize -m " + gpt2.string() + " --no-special --text '<|endoftext|>'");
-    EXPECT_EQ(r.status, 0) << r.out;
-    EXPECT_EQ(r.out.find("50256"), std::string::npos) << r.out;
+    EXPECT_EQ(r.status, 0) << r.both;
+    EXPECT_EQ(r.both.find("50256"), std::string::npos) << r.both;
     r = run_toyllm("tokenize -m " + qwen3.string() + " --text 'Hello world'");
-    EXPECT_EQ(r.out, "9707 1879\n");
+    EXPECT_EQ(r.both, "9707 1879\n");
 
     toyllm::testing::TempDir tmp;
     const auto file = tmp / "in.txt";
     std::ofstream(file, std::ios::binary) << "Hello world\n";
     r = run_toyllm("tokenize -m " + gpt2.string() + " --file " + file.string());
-    EXPECT_EQ(r.status, 0) << r.out;
-    EXPECT_EQ(r.out, "15496 995 198\n");
+    EXPECT_EQ(r.status, 0) << r.both;
+    EXPECT_EQ(r.both, "15496 995 198\n");
 }
 
 TEST(CliTokenize, ErrorsExitNonZeroWithOneClearLine) {
@@ -478,32 +462,32 @@ TEST(CliTokenize, ErrorsExitNonZeroWithOneClearLine) {
     const auto missing = tmp / "missing.gguf";
     CliRun r = run_toyllm("tokenize -m " + missing.string() + " --text hi");
     EXPECT_EQ(r.status, 1);
-    EXPECT_NE(r.out.find("cannot open " + missing.string() + ": No such file or directory"), std::string::npos) << r.out;
+    EXPECT_NE(r.both.find("cannot open " + missing.string() + ": No such file or directory"), std::string::npos) << r.both;
 
     r = run_toyllm("tokenize --text hi");
     EXPECT_EQ(r.status, 2);
-    EXPECT_NE(r.out.find("-m FILE is required"), std::string::npos) << r.out;
+    EXPECT_NE(r.both.find("-m FILE is required"), std::string::npos) << r.both;
 
     r = run_toyllm("tokenize -m x.gguf");
     EXPECT_EQ(r.status, 2);
-    EXPECT_NE(r.out.find("exactly one of --text T and --file F"), std::string::npos) << r.out;
+    EXPECT_NE(r.both.find("exactly one of --text T and --file F"), std::string::npos) << r.both;
 
     r = run_toyllm("tokenize -m x.gguf --text hi --threads many");
     EXPECT_EQ(r.status, 2);
-    EXPECT_NE(r.out.find("--threads expects an integer"), std::string::npos) << r.out;
+    EXPECT_NE(r.both.find("--threads expects an integer"), std::string::npos) << r.both;
 
     const auto bert = toyllm::testing::shared_dir() / "testdata/vocab/ggml-vocab-bert-bge.gguf";
     if (std::filesystem::exists(bert)) {
         r = run_toyllm("tokenize -m " + bert.string() + " --text hi");
         EXPECT_EQ(r.status, 1);
-        EXPECT_NE(r.out.find("bert (WordPiece) is not supported"), std::string::npos) << r.out;
+        EXPECT_NE(r.both.find("bert (WordPiece) is not supported"), std::string::npos) << r.both;
     }
 
     r = run_toyllm("tokenize --help");
     EXPECT_EQ(r.status, 0);
-    EXPECT_NE(r.out.find("usage: toyllm tokenize"), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find("--ctx"), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find("ignored"), std::string::npos) << r.out;
+    EXPECT_NE(r.both.find("usage: toyllm tokenize"), std::string::npos) << r.both;
+    EXPECT_NE(r.both.find("--ctx"), std::string::npos) << r.both;
+    EXPECT_NE(r.both.find("ignored"), std::string::npos) << r.both;
 }
 
 }  // namespace

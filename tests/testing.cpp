@@ -3,10 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <random>
+#include <sys/wait.h>
 
 namespace toyllm::testing {
 
@@ -64,6 +67,25 @@ std::vector<uint8_t> read_file_bytes(const std::filesystem::path & p) {
     std::ifstream in(p, std::ios::binary);
     if (!in) throw std::runtime_error("cannot read " + p.string());
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+CliRun run_toyllm(const std::string & args) {
+    const char * bin = std::getenv("TOYLLM_BIN");
+    const std::string exe = std::string(bin ? bin : "build/release/bin") + "/toyllm";
+    TempDir tmp;
+    const std::filesystem::path err_path = tmp / "stderr";
+    CliRun r;
+    FILE * p = popen((exe + " " + args + " 2>" + err_path.string()).c_str(), "r");
+    if (p == nullptr) return r;
+    std::array<char, 4096> buf;
+    size_t n;
+    while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+    const int st = pclose(p);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    const auto err = read_file_bytes(err_path);
+    r.err.assign(err.begin(), err.end());
+    r.both = r.out + r.err;
+    return r;
 }
 
 }  // namespace toyllm::testing

@@ -32,6 +32,16 @@ class TempDir {
 
 std::vector<uint8_t> read_file_bytes(const std::filesystem::path & p);
 
+// One run of the toyllm program ($TOYLLM_BIN/toyllm, else build/release/bin/toyllm)
+// through the shell, as a user would type `toyllm ARGS`.
+struct CliRun {
+    int status = -1;   // exit status (-1 if it did not exit normally)
+    std::string out;   // stdout
+    std::string err;   // stderr
+    std::string both;  // stdout then stderr
+};
+CliRun run_toyllm(const std::string & args);
+
 }  // namespace toyllm::testing
 
 #define TOYLLM_REQUIRE_SHARED(var, rel)                                                            \
