@@ -11,6 +11,7 @@ int cmd_info(const std::vector<std::string> & argv);
 int cmd_demo(const std::vector<std::string> & argv);
 int cmd_generate(const std::vector<std::string> & argv);
 int cmd_init(const std::vector<std::string> & argv);
+int cmd_quantize(const std::vector<std::string> & argv);
 int cmd_logits(const std::vector<std::string> & argv);
 int cmd_bench(const std::vector<std::string> & argv);
 int cmd_tokenize(const std::vector<std::string> & argv);

@@ -22,6 +22,7 @@ const Command kCommands[] = {
     {"info", toyllm::cli::cmd_info, "print a GGUF file's metadata and tensor table"},
     {"generate", toyllm::cli::cmd_generate, "continue a prompt (streams text)"},
     {"init", toyllm::cli::cmd_init, "write a model with random weights (presets b135m, b1b, ...)"},
+    {"quantize", toyllm::cli::cmd_quantize, "store a model's weight matrices in another type"},
     {"logits", toyllm::cli::cmd_logits, "write the logits of token ids (.npy)"},
     {"bench", toyllm::cli::cmd_bench, "prefill and decode speed, next to the memory-bandwidth bound"},
     {"tokenize", toyllm::cli::cmd_tokenize, "print the token ids of a text (GGUF vocab or tokenizer.json)"},

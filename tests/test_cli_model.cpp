@@ -99,6 +99,28 @@ TEST(CliBench, ReportsSpeedAndTheBound) {
     EXPECT_LT(j["bytes_per_token"].get<double>(), 5e5);
 }
 
+// Our Q8_0 file of the f32 model holds the same tensors, bytes and types as llama.cpp's.
+TEST(CliQuantize, Q8_0MatchesLlamaCppTensorForTensor) {
+    TOYLLM_REQUIRE_SHARED(f32, "models/stories260K/stories260K.gguf");
+    TOYLLM_REQUIRE_SHARED(ref, "models/stories260K/stories260K-q8_0.gguf");
+    toyllm::testing::TempDir tmp;
+    const fs::path out = tmp / "q8.gguf";
+    const CliRun r = run_toyllm("quantize " + f32.string() + " " + out.string() + " q8_0");
+    ASSERT_EQ(r.status, 0) << r.err;
+    const toyllm::GgufFile ours = toyllm::GgufFile::open(out.string()), theirs = toyllm::GgufFile::open(ref.string());
+    ASSERT_EQ(ours.tensors().size(), theirs.tensors().size());
+    for (const auto & t : theirs.tensors()) {
+        const auto & o = ours.get_tensor(t.name);
+        EXPECT_EQ(o.type, t.type) << t.name;
+        const auto a = ours.tensor_data(o), b = theirs.tensor_data(t);
+        EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin(), b.end())) << t.name;
+    }
+    EXPECT_EQ(ours.get_u32("general.file_type"), theirs.get_u32("general.file_type"));
+    const CliRun bad = run_toyllm("quantize " + f32.string() + " " + out.string() + " q3_k");
+    EXPECT_EQ(bad.status, 2);
+    EXPECT_NE(bad.err.find("TYPE must be"), std::string::npos) << bad.err;
+}
+
 // Each bad input: exit status 1 and a one-line message that names the problem.
 void expect_error(const std::string & args, const std::string & needle) {
     const CliRun r = run_toyllm(args);
