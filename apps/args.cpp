@@ -68,6 +68,18 @@ int Args::get_int(const std::string & name, int fallback) const {
     throw UsageError(name + " expects an integer, got '" + *v + "'");
 }
 
+float Args::get_float(const std::string & name, float fallback) const {
+    const auto v = get(name);
+    if (!v) return fallback;
+    try {
+        size_t used = 0;
+        const float x = std::stof(*v, &used);
+        if (used == v->size()) return x;
+    } catch (const std::exception &) {
+    }
+    throw UsageError(name + " expects a number, got '" + *v + "'");
+}
+
 std::string Args::help() const {
     std::string s = "usage: " + usage_ + "\n\n" + summary_ + "\n";
     if (!options_.empty()) s += "\noptions:\n";

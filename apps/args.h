@@ -26,6 +26,7 @@ class Args {
     bool has(const std::string & name) const { return values_.count(name) != 0; }
     std::optional<std::string> get(const std::string & name) const;
     int get_int(const std::string & name, int fallback) const;
+    float get_float(const std::string & name, float fallback) const;
     const std::vector<std::string> & positional() const { return positional_; }
     std::string help() const;
 

@@ -2,6 +2,7 @@
 #include "commands.h"
 #include "common.h"
 
+#include "toyllm/lora.h"
 #include "toyllm/sampler.h"
 #include "toyllm/tokenizer.h"
 
@@ -9,22 +10,6 @@
 #include <cstdio>
 
 namespace toyllm::cli {
-
-namespace {
-
-float get_float(const Args & args, const std::string & name, float fallback) {
-    const auto v = args.get(name);
-    if (!v) return fallback;
-    try {
-        size_t used = 0;
-        const float x = std::stof(*v, &used);
-        if (used == v->size()) return x;
-    } catch (const std::exception &) {
-    }
-    throw UsageError(name + " expects a number, got '" + *v + "'");
-}
-
-}  // namespace
 
 int cmd_generate(const std::vector<std::string> & argv) {
     Args args("toyllm generate -m FILE.gguf -p TEXT [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S]",
@@ -47,6 +32,8 @@ int cmd_generate(const std::vector<std::string> & argv) {
                   {"--stop", "STR", "stop when the output ends with STR"},
                   {"--ids", "", "print the generated token ids instead of text"},
                   {"--no-bos", "", "do not prepend the BOS token"},
+                  {"--lora", "FILE", "apply this LoRA adapter GGUF (llama.cpp's format) without merging"},
+                  {"--lora-scale", "S", "strength of the adapter (default 1)"},
               }));
     if (!args.parse(argv, 0, 0)) return 0;
     const auto model_path = args.get("-m");
@@ -56,17 +43,19 @@ int cmd_generate(const std::vector<std::string> & argv) {
     const int n_predict = args.get_int("-n", 128);
     if (n_predict < 0) throw UsageError("-n must be >= 0");
     SamplerConfig scfg;
-    scfg.temperature = get_float(args, "--temp", scfg.temperature);
+    scfg.temperature = args.get_float("--temp", scfg.temperature);
     scfg.top_k = args.get_int("--top-k", scfg.top_k);
-    scfg.top_p = get_float(args, "--top-p", scfg.top_p);
-    scfg.min_p = get_float(args, "--min-p", scfg.min_p);
-    scfg.repeat_penalty = get_float(args, "--repeat-penalty", scfg.repeat_penalty);
-    scfg.frequency_penalty = get_float(args, "--frequency-penalty", scfg.frequency_penalty);
-    scfg.presence_penalty = get_float(args, "--presence-penalty", scfg.presence_penalty);
+    scfg.top_p = args.get_float("--top-p", scfg.top_p);
+    scfg.min_p = args.get_float("--min-p", scfg.min_p);
+    scfg.repeat_penalty = args.get_float("--repeat-penalty", scfg.repeat_penalty);
+    scfg.frequency_penalty = args.get_float("--frequency-penalty", scfg.frequency_penalty);
+    scfg.presence_penalty = args.get_float("--presence-penalty", scfg.presence_penalty);
     scfg.seed = static_cast<uint64_t>(args.get_int("--seed", 0));
     const std::string stop = args.get("--stop").value_or("");
 
     auto model = Model::load(*model_path);
+    if (const auto lora = args.get("--lora")) load_lora(*model, *lora, args.get_float("--lora-scale", 1.0f));
+    else if (args.has("--lora-scale")) throw UsageError("--lora-scale needs --lora FILE");
     const auto tok = Tokenizer::from_gguf(model->file());
     EncodeOptions eo;
     if (args.has("--no-bos")) eo.add_bos = false;

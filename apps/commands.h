@@ -15,5 +15,10 @@ int cmd_quantize(const std::vector<std::string> & argv);
 int cmd_logits(const std::vector<std::string> & argv);
 int cmd_bench(const std::vector<std::string> & argv);
 int cmd_tokenize(const std::vector<std::string> & argv);
+int cmd_train(const std::vector<std::string> & argv);
+int cmd_finetune(const std::vector<std::string> & argv);
+int cmd_export(const std::vector<std::string> & argv);
+int cmd_merge(const std::vector<std::string> & argv);
+int cmd_plot(const std::vector<std::string> & argv);
 
 }  // namespace toyllm::cli

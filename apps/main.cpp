@@ -25,6 +25,11 @@ const Command kCommands[] = {
     {"quantize", toyllm::cli::cmd_quantize, "store a model's weight matrices in another type"},
     {"logits", toyllm::cli::cmd_logits, "write the logits of token ids (.npy)"},
     {"bench", toyllm::cli::cmd_bench, "prefill and decode speed, next to the memory-bandwidth bound"},
+    {"train", toyllm::cli::cmd_train, "train a model from random initialization"},
+    {"finetune", toyllm::cli::cmd_finetune, "fine-tune a model: all weights, or LoRA adapters (--lora)"},
+    {"export", toyllm::cli::cmd_export, "write a training run's model or adapter GGUF"},
+    {"merge", toyllm::cli::cmd_merge, "fold a LoRA adapter into a model's weights"},
+    {"plot", toyllm::cli::cmd_plot, "draw a run's loss curves as SVG"},
     {"tokenize", toyllm::cli::cmd_tokenize, "print the token ids of a text (GGUF vocab or tokenizer.json)"},
 };
 

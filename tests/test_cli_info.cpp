@@ -72,14 +72,30 @@ TEST(CliInfo, ErrorsExitNonZeroWithOneClearLine) {
     EXPECT_NE(r.both.find("usage: toyllm info"), std::string::npos) << r.both;
 }
 
-TEST(CliDemo, WritesAModelThatTheReaderAccepts) {
+TEST(CliDemo, TrainsSavesSamplesAndPrintsTapStatistics) {
     toyllm::testing::TempDir tmp;
-    const CliRun r = run_toyllm("demo -o " + tmp.path().string());
+    const std::string corpus = (tmp / "text.txt").string();
+    {
+        std::string text;
+        for (int i = 0; i < 400; ++i) text += "the cat sat on the mat and the dog sat on the log. ";
+        std::FILE * f = std::fopen(corpus.c_str(), "w");
+        std::fputs(text.c_str(), f);
+        std::fclose(f);
+    }
+    const CliRun r = run_toyllm("demo -o " + tmp.path().string() + " --data " + corpus + " --steps 30 --threads 2");
     ASSERT_EQ(r.status, 0) << r.both;
     const toyllm::GgufFile f = toyllm::GgufFile::open((tmp / "demo.gguf").string());
     EXPECT_EQ(f.get_string("general.architecture"), "llama");
     EXPECT_EQ(f.tensors().size(), 2u + 9u * f.get_u32("llama.block_count"));
-    EXPECT_NE(r.both.find("token_embd.weight"), std::string::npos);
+    for (const char * s : {"step   30", "validation loss", "sample", "blk.0.resid_post", "blk.3.resid_post"}) {
+        EXPECT_NE(r.out.find(s), std::string::npos) << s << "\n" << r.out;
+    }
+    EXPECT_TRUE(std::filesystem::exists(tmp / "run" / "metrics.jsonl"));
+    // A second demo in the same directory replaces its run instead of refusing.
+    EXPECT_EQ(run_toyllm("demo -o " + tmp.path().string() + " --data " + corpus + " --steps 2 --threads 2").status, 0);
+    const CliRun missing = run_toyllm("demo -o " + tmp.path().string() + " --data " + (tmp / "nothing").string());
+    EXPECT_NE(missing.status, 0);
+    EXPECT_NE(missing.err.find("--data"), std::string::npos) << missing.err;
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "toyllm/ops.h"
 #include "toyllm/tensor.h"
 
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +39,21 @@ struct ModelConfig {
     static ModelConfig from_gguf(const GgufFile & f);
 };
 
+// A low-rank adapter on a weight matrix W [n_in, n_out]: y = W x + scale * B (A x).
+// With n_groups > 1 the output rows fall into groups (the Q heads) with one pair each:
+// A [n_in, r * n_groups] holds the groups' A matrices side by side and B is
+// [r, n_out / n_groups, n_groups].
+struct LoraAdapter {
+    Tensor * a = nullptr;  // [n_in, r * n_groups]
+    Tensor * b = nullptr;  // [r, n_out] or [r, n_out / n_groups, n_groups]
+    float scale = 0.0f;    // alpha / r, times a user's strength
+    int64_t n_groups = 1;
+};
+
+// The matrices of a block an adapter can sit on, in llama.cpp's tensor-name order.
+enum class LoraTarget { Q, K, V, O, GATE, UP, DOWN, COUNT };
+inline constexpr size_t kLoraTargets = static_cast<size_t>(LoraTarget::COUNT);
+
 // The weights of one block, as the graph sees them. Biases are nullptr when absent.
 struct BlockWeights {
     Tensor * attn_norm = nullptr;  // [n_embd]
@@ -51,6 +67,9 @@ struct BlockWeights {
     Tensor * w_up = nullptr;       // [n_embd, n_ff]
     Tensor * w_down = nullptr;     // [n_ff, n_embd]
     Tensor * rope_freqs = nullptr; // shared by all blocks: [n_rot / 2] or nullptr
+    std::array<LoraAdapter, kLoraTargets> lora{};  // absent adapters have a == nullptr
+
+    Tensor * matrix(LoraTarget t) const;  // wq for Q, ..., w_down for DOWN
 };
 
 struct ModelWeights {
@@ -101,6 +120,12 @@ class Model {
     const ModelWeights & weights() const { return w_; }
     const GgufFile & file() const { return *file_; }
     Context & weights_context() { return wctx_; }
+    ModelWeights & mutable_weights() { return w_; }  // to attach adapters
+
+    // Full fine-tuning: replaces every weight (norms, matrices, biases, embeddings; not
+    // rope_freqs) by a trainable f32 copy with the same name, dequantizing as needed.
+    // Returns the params in file order.
+    std::vector<Tensor *> make_trainable();
 
     // Builds the forward graph nodes in ctx; returns logits [n_vocab, T, B] (or [n_vocab, 1, B]).
     Tensor * forward(Context & ctx, const ForwardInputs & in) const;
@@ -126,10 +151,12 @@ class TransformerBlock {
     Tensor * forward(Context & ctx, Tensor * x, const ForwardInputs & in) const;
 
   private:
+    // W x (+ the adapter on W, if any).
+    Tensor * linear(Context & ctx, LoraTarget t, Tensor * x) const;
     Tensor * attention(Context & ctx, Tensor * h, const ForwardInputs & in) const;
     Tensor * ffn(Context & ctx, Tensor * h) const;
     // Projects h with w (+ b) and splits heads: [head_dim, n_heads, T, B].
-    Tensor * project_heads(Context & ctx, Tensor * h, Tensor * w, Tensor * b, int64_t n_heads) const;
+    Tensor * project_heads(Context & ctx, Tensor * h, LoraTarget t, Tensor * b, int64_t n_heads) const;
     Tensor * name(Tensor * t, const char * what, const ForwardInputs & in) const;
 
     const ModelConfig & cfg_;

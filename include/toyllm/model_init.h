@@ -20,7 +20,14 @@ struct InitOptions {
     uint64_t seed = 0;             // same seed, same weights
     float init_std = 0.02f;        // standard deviation of the matrices
     const GgufFile * tokenizer_from = nullptr;  // copy its tokenizer.ggml.* keys
+    bool byte_tokenizer = false;                // without tokenizer_from: the byte-level vocab below
 };
+
+// A tokenizer that needs no file: SentencePiece-style with <unk>, <s>, </s> (ids 0-2), the
+// 256 byte tokens "<0x00>".."<0xFF>" (ids 3-258) and "▁" for the space (259); no dummy
+// prefix, so any text round-trips. llama.cpp loads it like any SPM vocab.
+inline constexpr int64_t kByteVocabSize = 260;
+void set_byte_level_tokenizer(GgufWriter & w);
 
 // Checks the config (heads divide, dims positive, block sizes) and writes the file.
 void write_random_model(const ModelConfig & cfg, const InitOptions & opts, const std::string & path);

@@ -11,17 +11,49 @@ Tensor * TransformerBlock::forward(Context & ctx, Tensor * x, const ForwardInput
     return name(add(ctx, x, f), "resid_post", in);
 }
 
-Tensor * TransformerBlock::project_heads(Context & ctx, Tensor * h, Tensor * w, Tensor * b, int64_t n_heads) const {
-    Tensor * y = matmul(ctx, w, h);  // [n_heads * head_dim, T, B]
+Tensor * BlockWeights::matrix(LoraTarget t) const {
+    switch (t) {
+        case LoraTarget::Q: return wq;
+        case LoraTarget::K: return wk;
+        case LoraTarget::V: return wv;
+        case LoraTarget::O: return wo;
+        case LoraTarget::GATE: return w_gate;
+        case LoraTarget::UP: return w_up;
+        case LoraTarget::DOWN: return w_down;
+        case LoraTarget::COUNT: break;
+    }
+    return nullptr;
+}
+
+Tensor * TransformerBlock::linear(Context & ctx, LoraTarget t, Tensor * x) const {
+    Tensor * y = matmul(ctx, w_.matrix(t), x);  // [n_out, T, B]
+    const LoraAdapter & l = w_.lora[static_cast<size_t>(t)];
+    if (l.a == nullptr) return y;
+    Tensor * ax = matmul(ctx, l.a, x);  // [r * n_groups, T, B]
+    Tensor * bax;
+    if (l.n_groups == 1) {
+        bax = matmul(ctx, l.b, ax);
+    } else {
+        // Group g's rank-r slice of ax meets B[:, :, g]: a batched matmul over the groups.
+        const int64_t r = l.b->ne[0], n_tok = x->ne[1] * x->ne[2];
+        Tensor * per_group = cont(ctx, permute(ctx, reshape(ctx, ax, {r, l.n_groups, n_tok}), {0, 2, 1, 3}));  // [r, n_tok, G]
+        Tensor * out = matmul(ctx, l.b, per_group);                                                        // [n_out/G, n_tok, G]
+        bax = reshape(ctx, cont(ctx, permute(ctx, out, {0, 2, 1, 3})), {y->ne[0], x->ne[1], x->ne[2]});
+    }
+    return add(ctx, y, scale(ctx, bax, l.scale));
+}
+
+Tensor * TransformerBlock::project_heads(Context & ctx, Tensor * h, LoraTarget t, Tensor * b, int64_t n_heads) const {
+    Tensor * y = linear(ctx, t, h);  // [n_heads * head_dim, T, B]
     if (b != nullptr) y = add(ctx, y, b);
     return reshape(ctx, y, {cfg_.head_dim, n_heads, h->ne[1], h->ne[2]});
 }
 
 Tensor * TransformerBlock::attention(Context & ctx, Tensor * h, const ForwardInputs & in) const {
     const int64_t T = h->ne[1], B = h->ne[2];
-    Tensor * q = rope(ctx, project_heads(ctx, h, w_.wq, w_.bq, cfg_.n_head), in.positions, cfg_.rope, w_.rope_freqs);
-    Tensor * k = rope(ctx, project_heads(ctx, h, w_.wk, w_.bk, cfg_.n_head_kv), in.positions, cfg_.rope, w_.rope_freqs);
-    Tensor * v = project_heads(ctx, h, w_.wv, w_.bv, cfg_.n_head_kv);
+    Tensor * q = rope(ctx, project_heads(ctx, h, LoraTarget::Q, w_.bq, cfg_.n_head), in.positions, cfg_.rope, w_.rope_freqs);
+    Tensor * k = rope(ctx, project_heads(ctx, h, LoraTarget::K, w_.bk, cfg_.n_head_kv), in.positions, cfg_.rope, w_.rope_freqs);
+    Tensor * v = project_heads(ctx, h, LoraTarget::V, w_.bv, cfg_.n_head_kv);
     name(q, "q", in);
     name(k, "k", in);
     name(v, "v", in);
@@ -35,11 +67,11 @@ Tensor * TransformerBlock::attention(Context & ctx, Tensor * h, const ForwardInp
     }
     Tensor * o = toyllm::attention(ctx, q, k, v, {.causal = true});  // [head_dim, n_head, T, B]
     o = reshape(ctx, o, {cfg_.head_dim * cfg_.n_head, T, B});
-    return name(matmul(ctx, w_.wo, o), "attn_out", in);
+    return name(linear(ctx, LoraTarget::O, o), "attn_out", in);
 }
 
 Tensor * TransformerBlock::ffn(Context & ctx, Tensor * h) const {
-    return matmul(ctx, w_.w_down, swiglu(ctx, matmul(ctx, w_.w_gate, h), matmul(ctx, w_.w_up, h)));
+    return linear(ctx, LoraTarget::DOWN, swiglu(ctx, linear(ctx, LoraTarget::GATE, h), linear(ctx, LoraTarget::UP, h)));
 }
 
 Tensor * TransformerBlock::name(Tensor * t, const char * what, const ForwardInputs & in) const {

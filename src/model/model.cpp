@@ -2,6 +2,8 @@
 #include "toyllm/model.h"
 
 #include "toyllm/gguf_tensors.h"
+#include "toyllm/quant.h"
+
 
 #include <fnmatch.h>
 
@@ -93,6 +95,35 @@ Tensor * Model::forward(Context & ctx, const ForwardInputs & in) const {
     logits->name = "logits";
     set_output(logits);
     return logits;
+}
+
+std::vector<Tensor *> Model::make_trainable() {
+    std::vector<Tensor *> params;
+    auto copy = [&](Tensor *& t) {
+        if (t == nullptr || t->is_param()) return;  // already trainable
+        Tensor * p = wctx_.new_tensor(DType::F32, t->ne, t->name);
+        wctx_.alloc(p);
+        if (!t->is_contiguous()) throw Error("make_trainable: weight '" + t->name + "' is not contiguous");
+        const size_t row_bytes = dtype_row_bytes(t->type, t->ne[0]);
+        for (int64_t r = 0; r < t->n_rows(); ++r) {
+            dequantize_row(t->type, static_cast<const uint8_t *>(t->data) + static_cast<size_t>(r) * row_bytes,
+                           p->data_as<float>() + r * t->ne[0], t->ne[0]);
+        }
+        wctx_.set_param(p);
+        params.push_back(p);
+        t = p;
+    };
+    const bool tied = w_.output == w_.tok_embd;
+    copy(w_.tok_embd);
+    for (BlockWeights & b : w_.blocks) {
+        for (Tensor ** t : {&b.attn_norm, &b.wq, &b.bq, &b.wk, &b.bk, &b.wv, &b.bv, &b.wo, &b.ffn_norm, &b.w_gate, &b.w_up, &b.w_down}) {
+            copy(*t);
+        }
+    }
+    copy(w_.output_norm);
+    if (tied) w_.output = w_.tok_embd;
+    else copy(w_.output);
+    return params;
 }
 
 KvCache Model::make_cache(int64_t n_ctx, int64_t n_batch) {

@@ -1,8 +1,10 @@
 #include "toyllm/model_init.h"
 
 #include "toyllm/quant.h"
+#include "toyllm/rng.h"
 
 #include <cmath>
+#include <cstdio>
 
 namespace toyllm {
 
@@ -47,16 +49,16 @@ std::vector<Preset> presets() {
     return p;
 }
 
-// splitmix64 + Box-Muller: the same numbers on every platform for a seed.
+// Box-Muller over splitmix64: the same numbers on every platform for a seed.
 class Normal {
   public:
-    explicit Normal(uint64_t seed) : s_(seed) {}
+    explicit Normal(uint64_t seed) : rng_(seed) {}
     float next(float std) {
         if (has_spare_) {
             has_spare_ = false;
             return spare_ * std;
         }
-        double u1 = uniform(), u2 = uniform();
+        double u1 = rng_.uniform(), u2 = rng_.uniform();
         if (u1 < 1e-300) u1 = 1e-300;
         const double r = std::sqrt(-2.0 * std::log(u1));
         spare_ = static_cast<float>(r * std::sin(2.0 * M_PI * u2));
@@ -65,14 +67,7 @@ class Normal {
     }
 
   private:
-    double uniform() {
-        uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
-        return static_cast<double>(z >> 11) * 0x1.0p-53;
-    }
-    uint64_t s_;
+    Rng rng_;
     float spare_ = 0.0f;
     bool has_spare_ = false;
 };
@@ -100,6 +95,30 @@ std::vector<std::string> model_preset_names() {
     return names;
 }
 
+void set_byte_level_tokenizer(GgufWriter & w) {
+    std::vector<std::string> tokens = {"<unk>", "<s>", "</s>"};
+    std::vector<int32_t> types = {2, 3, 3};  // llama_token_type: UNKNOWN, CONTROL
+    char hex[8];
+    for (int b = 0; b < 256; ++b) {
+        std::snprintf(hex, sizeof hex, "<0x%02X>", b);
+        tokens.emplace_back(hex);
+        types.push_back(6);  // BYTE
+    }
+    tokens.emplace_back("\u2581");
+    types.push_back(1);  // NORMAL
+    const std::vector<float> scores(tokens.size(), 0.0f);
+    w.set_string("tokenizer.ggml.model", "llama");
+    w.set_strings("tokenizer.ggml.tokens", tokens);
+    w.set_array("tokenizer.ggml.scores", GgufType::FLOAT32, scores.data(), scores.size());
+    w.set_array("tokenizer.ggml.token_type", GgufType::INT32, types.data(), types.size());
+    w.set_u32("tokenizer.ggml.unknown_token_id", 0);
+    w.set_u32("tokenizer.ggml.bos_token_id", 1);
+    w.set_u32("tokenizer.ggml.eos_token_id", 2);
+    w.set_bool("tokenizer.ggml.add_bos_token", true);
+    w.set_bool("tokenizer.ggml.add_eos_token", false);
+    w.set_bool("tokenizer.ggml.add_space_prefix", false);
+}
+
 void write_random_model(const ModelConfig & c, const InitOptions & opts, const std::string & path) {
     check(c);
     const DTypeInfo & ti = dtype_info(opts.type);
@@ -119,6 +138,12 @@ void write_random_model(const ModelConfig & c, const InitOptions & opts, const s
     w.set_u32(a + ".rope.dimension_count", static_cast<uint32_t>(c.rope.n_rot));
     w.set_f32(a + ".rope.freq_base", c.rope.freq_base);
     w.set_f32(a + ".attention.layer_norm_rms_epsilon", c.rms_eps);
+    if (opts.tokenizer_from == nullptr && opts.byte_tokenizer) {
+        if (c.n_vocab != kByteVocabSize) {
+            throw Error("init: the byte-level tokenizer has " + std::to_string(kByteVocabSize) + " tokens, the model " + std::to_string(c.n_vocab));
+        }
+        set_byte_level_tokenizer(w);
+    }
     if (opts.tokenizer_from != nullptr) {
         for (const GgufKv & kv : opts.tokenizer_from->kvs()) {
             if (kv.key.rfind("tokenizer.", 0) == 0) w.set(kv.key, kv.value);
