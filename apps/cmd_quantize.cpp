@@ -4,27 +4,12 @@
 #include "commands.h"
 #include "common.h"
 
+#include "toyllm/convert.h"
 #include "toyllm/quant.h"
 
 #include <cstdio>
 
 namespace toyllm::cli {
-
-namespace {
-
-// llama.cpp's general.file_type values (enum llama_ftype) for the types we write.
-uint32_t file_type_of(DType t) {
-    switch (t) {
-        case DType::F32: return 0;
-        case DType::F16: return 1;
-        case DType::Q4_0: return 2;
-        case DType::Q8_0: return 7;
-        case DType::BF16: return 32;
-        default: return 0;
-    }
-}
-
-}  // namespace
 
 int cmd_quantize(const std::vector<std::string> & argv) {
     Args args("toyllm quantize IN.gguf OUT.gguf TYPE",
@@ -34,35 +19,30 @@ int cmd_quantize(const std::vector<std::string> & argv) {
               {});
     if (!args.parse(argv, 3, 3)) return 0;
     const std::string in = args.positional()[0], out = args.positional()[1], type_name = args.positional()[2];
-    const auto type = dtype_from_name(type_name);
-    const bool supported = type && (*type == DType::F32 || *type == DType::F16 || *type == DType::BF16 ||
-                                     *type == DType::Q8_0 || *type == DType::Q4_0);
-    if (!supported) throw UsageError("TYPE must be f32, f16, bf16, q8_0 or q4_0, not '" + type_name + "'");
+    const DType type = parse_weight_type("TYPE", type_name);
     const GgufFile src = GgufFile::open(in);
     GgufWriter w(src.version());
     for (const GgufKv & kv : src.kvs()) w.set(kv.key, kv.value);
-    w.set_u32("general.file_type", file_type_of(*type));
-    if (dtype_info(*type).block_size > 1) w.set_u32("general.quantization_version", 2);
+    w.set_u32("general.file_type", gguf_file_type(type));
+    if (dtype_info(type).block_size > 1) w.set_u32("general.quantization_version", 2);
 
     std::vector<std::vector<uint8_t>> storage;  // converted data until write()
     size_t n_converted = 0;
     for (const GgufTensorInfo & t : src.tensors()) {
         const std::string name(t.name);
-        const bool matrix = t.n_dims == 2 && name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
-        const bool fits = t.ne[0] % dtype_info(*type).block_size == 0;
         const auto ne = std::span<const int64_t>(t.ne.data(), t.n_dims);
-        if (!matrix || !fits || t.type == *type || !can_dequantize(t.type)) {
+        if (!retypes_tensor(name, ne, type) || t.type == type || !can_dequantize(t.type)) {
             w.add_tensor(name, t.type, ne, src.tensor_data(t));
             continue;
         }
         std::vector<float> row(static_cast<size_t>(t.ne[0]));
-        const size_t in_row = dtype_row_bytes(t.type, t.ne[0]), out_row = dtype_row_bytes(*type, t.ne[0]);
+        const size_t in_row = dtype_row_bytes(t.type, t.ne[0]), out_row = dtype_row_bytes(type, t.ne[0]);
         auto & bytes = storage.emplace_back(out_row * static_cast<size_t>(t.ne[1]));
         for (int64_t r = 0; r < t.ne[1]; ++r) {
             dequantize_row(t.type, src.tensor_data(t).data() + static_cast<size_t>(r) * in_row, row.data(), t.ne[0]);
-            quantize_row(*type, row.data(), bytes.data() + static_cast<size_t>(r) * out_row, t.ne[0]);
+            quantize_row(type, row.data(), bytes.data() + static_cast<size_t>(r) * out_row, t.ne[0]);
         }
-        w.add_tensor(name, *type, ne, bytes);
+        w.add_tensor(name, type, ne, bytes);
         ++n_converted;
     }
     w.write(out);

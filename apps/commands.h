@@ -15,6 +15,8 @@ int cmd_quantize(const std::vector<std::string> & argv);
 int cmd_logits(const std::vector<std::string> & argv);
 int cmd_bench(const std::vector<std::string> & argv);
 int cmd_tokenize(const std::vector<std::string> & argv);
+int cmd_convert(const std::vector<std::string> & argv);
+int cmd_perplexity(const std::vector<std::string> & argv);
 int cmd_train(const std::vector<std::string> & argv);
 int cmd_finetune(const std::vector<std::string> & argv);
 int cmd_export(const std::vector<std::string> & argv);

@@ -1,5 +1,7 @@
 #include "common.h"
 
+#include "toyllm/convert.h"
+
 #include <cstdio>
 #include <thread>
 
@@ -49,6 +51,12 @@ std::vector<int32_t> parse_ids(const std::string & text) {
     }
     if (ids.empty()) throw UsageError("--ids: no token ids");
     return ids;
+}
+
+DType parse_weight_type(const std::string & what, const std::string & name) {
+    const auto type = dtype_from_name(name);
+    if (!type || !is_weight_storage_type(*type)) throw UsageError(what + " must be f32, f16, bf16, q8_0 or q4_0, not '" + name + "'");
+    return *type;
 }
 
 }  // namespace toyllm::cli

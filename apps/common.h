@@ -17,4 +17,8 @@ SessionConfig session_config(const Args & args, const Model & model);
 // Parses "1 2 3" (spaces or commas) into token ids; UsageError on anything else.
 std::vector<int32_t> parse_ids(const std::string & text);
 
+// A weight storage type by name (f32, f16, bf16, q8_0, q4_0), for quantize and convert;
+// UsageError naming `what` ("TYPE", "--type") for any other name.
+DType parse_weight_type(const std::string & what, const std::string & name);
+
 }  // namespace toyllm::cli

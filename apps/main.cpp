@@ -25,6 +25,8 @@ const Command kCommands[] = {
     {"quantize", toyllm::cli::cmd_quantize, "store a model's weight matrices in another type"},
     {"logits", toyllm::cli::cmd_logits, "write the logits of token ids (.npy)"},
     {"bench", toyllm::cli::cmd_bench, "prefill and decode speed, next to the memory-bandwidth bound"},
+    {"convert", toyllm::cli::cmd_convert, "write a GGUF from a llama2.c checkpoint or a Hugging Face directory"},
+    {"perplexity", toyllm::cli::cmd_perplexity, "perplexity of a text file, as llama.cpp's llama-perplexity computes it"},
     {"train", toyllm::cli::cmd_train, "train a model from random initialization"},
     {"finetune", toyllm::cli::cmd_finetune, "fine-tune a model: all weights, or LoRA adapters (--lora)"},
     {"export", toyllm::cli::cmd_export, "write a training run's model or adapter GGUF"},

@@ -1,6 +1,6 @@
 // The model subcommands as a user runs them: generate against llama2.c's printed text,
 // logits against its numbers, bench's report, and one clear error per bad input.
-#include "testing.h"
+#include "model_testing.h"
 
 #include "toyllm/gguf.h"
 
@@ -21,31 +21,11 @@ using toyllm::testing::run_toyllm;
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-std::string quoted(const std::string & s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return q + "'";
-}
-
 TEST(CliGenerate, GreedyTextAndIdsMatchLlama2c) {
     TOYLLM_REQUIRE_SHARED(model, "models/stories260K/stories260K.gguf");
     TOYLLM_REQUIRE_SHARED(ref_path, "testdata/stories260K/greedy_reference.json");
-    std::ifstream in(ref_path);
-    const json ref = json::parse(in);
-    for (const auto & [name, c] : ref["cases"].items()) {
-        // run.c ran 200 positions; the prompt's tokens after the first are forced.
-        const size_t n = 201 - c["prompt_ids"].size();
-        const std::string base = "generate -m " + model.string() + " -p " + quoted(c["prompt"].get<std::string>()) + " -n " +
-                                 std::to_string(n) + " --temp 0 --ctx 512 --threads 1";
-        const CliRun text = run_toyllm(base);
-        ASSERT_EQ(text.status, 0) << text.err;
-        EXPECT_EQ(text.out, c["stdout"].get<std::string>()) << "case " << name;
-        const CliRun ids = run_toyllm(base + " --ids");
-        std::vector<int32_t> got;
-        std::istringstream ss(ids.out);
-        for (int32_t id; ss >> id;) got.push_back(id);
-        EXPECT_EQ(got, c["generated_ids"].get<std::vector<int32_t>>()) << "case " << name;
-        EXPECT_NE(text.err.find("longer than the model's context_length 128"), std::string::npos) << text.err;
+    for (const CliRun & r : toyllm::testing::expect_llama2c_cli_generate(model, toyllm::testing::read_json(ref_path))) {
+        EXPECT_NE(r.err.find("longer than the model's context_length 128"), std::string::npos) << r.err;
     }
 }
 

@@ -1,80 +1,17 @@
 // The Llama forward pass against llama2.c's run.c and llama.cpp on stories260K:
 // logits to 1e-4 (f32), greedy generations token for token.
-#include "testing.h"
+#include "model_testing.h"
 
-#include "toyllm/graph.h"
 #include "toyllm/model.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <fstream>
-
 namespace {
 
 using namespace toyllm;
+using namespace toyllm::testing;
 using nlohmann::json;
-
-json read_json(const std::filesystem::path & p) {
-    std::ifstream in(p);
-    return json::parse(in);
-}
-
-Tensor * i32_input(Context & ctx, const std::vector<int32_t> & v, const char * name) {
-    Tensor * t = ctx.new_tensor(DType::I32, {static_cast<int64_t>(v.size())}, name);
-    ctx.alloc(t);
-    std::copy(v.begin(), v.end(), t->data_as<int32_t>());
-    return t;
-}
-
-std::vector<int32_t> iota_from(int64_t start, size_t n) {
-    std::vector<int32_t> v(n);
-    for (size_t i = 0; i < n; ++i) v[i] = static_cast<int32_t>(start + static_cast<int64_t>(i));
-    return v;
-}
-
-// Logits [n_vocab, T] of a whole prompt in one forward (no cache).
-std::vector<float> prompt_logits(const Model & m, const std::vector<int32_t> & ids, int n_threads) {
-    Context ctx;
-    ForwardInputs in{.tokens = i32_input(ctx, ids, "tokens"), .positions = i32_input(ctx, iota_from(0, ids.size()), "pos")};
-    Tensor * logits = m.forward(ctx, in);
-    Graph g;
-    g.build_forward(logits);
-    make_backend("cpu", {.n_threads = n_threads})->compute(g);
-    return {logits->data_as<float>(), logits->data_as<float>() + logits->n_elements()};
-}
-
-int32_t argmax(const float * x, int64_t n) {
-    int32_t best = 0;
-    for (int64_t i = 1; i < n; ++i) {
-        if (x[i] > x[best]) best = static_cast<int32_t>(i);
-    }
-    return best;
-}
-
-// Greedy decoding with the KV cache: the prompt in one forward, then one token at a time.
-std::vector<int32_t> greedy(Model & m, const std::vector<int32_t> & prompt, size_t n_new) {
-    KvCache cache = m.make_cache(512, 1);
-    auto backend = make_backend("cpu", {.n_threads = 1});
-    std::vector<int32_t> out;
-    std::vector<int32_t> next = prompt;
-    while (out.size() < n_new) {
-        Context ctx;
-        ForwardInputs in{.tokens = i32_input(ctx, next, "tokens"),
-                         .positions = i32_input(ctx, iota_from(cache.n_past, next.size()), "pos"),
-                         .cache = &cache,
-                         .logits_last_only = true};
-        Tensor * logits = m.forward(ctx, in);
-        Graph g;
-        g.build_forward(logits);
-        backend->compute(g);
-        cache.n_past += static_cast<int64_t>(next.size());
-        const int32_t id = argmax(logits->data_as<float>(), m.config().n_vocab);
-        out.push_back(id);
-        next = {id};
-    }
-    return out;
-}
 
 TEST(Model, ConfigOfStories260K) {
     TOYLLM_REQUIRE_SHARED(path, "models/stories260K/stories260K.gguf");
@@ -94,34 +31,16 @@ TEST(Model, ConfigOfStories260K) {
 TEST(Model, PromptLogitsMatchLlama2c) {
     TOYLLM_REQUIRE_SHARED(path, "models/stories260K/stories260K.gguf");
     TOYLLM_REQUIRE_SHARED(ref_path, "testdata/stories260K/greedy_reference.json");
-    const json ref = read_json(ref_path)["logits_once_upon_a_time"];
-    const auto ids = ref["tokens_in"].get<std::vector<int32_t>>();
+    const json ref = read_json(ref_path);
     const auto m = Model::load(path.string());
-    for (int n_threads : {1, 2}) {
-        const auto logits = prompt_logits(*m, ids, n_threads);
-        const int64_t V = m->config().n_vocab;
-        double max_err = 0;
-        for (size_t t = 0; t < ids.size(); ++t) {
-            const auto want = ref["logits"][t].get<std::vector<float>>();
-            ASSERT_EQ(static_cast<int64_t>(want.size()), V);
-            for (int64_t i = 0; i < V; ++i) max_err = std::max(max_err, std::abs(static_cast<double>(logits[t * V + i]) - want[i]));
-            EXPECT_EQ(argmax(&logits[t * V], V), ref["logits_argmax"][t].get<int32_t>());
-        }
-        EXPECT_LT(max_err, 1e-4) << "threads " << n_threads;
-    }
+    for (int n_threads : {1, 2}) EXPECT_LT(llama2c_logit_error(*m, ref, n_threads), 1e-4) << "threads " << n_threads;
 }
 
 TEST(Model, GreedyGenerationMatchesLlama2c) {
     TOYLLM_REQUIRE_SHARED(path, "models/stories260K/stories260K.gguf");
     TOYLLM_REQUIRE_SHARED(ref_path, "testdata/stories260K/greedy_reference.json");
-    const json ref = read_json(ref_path);
     auto m = Model::load(path.string());
-    for (const auto & [name, c] : ref["cases"].items()) {
-        const auto prompt = c["prompt_ids"].get<std::vector<int32_t>>();
-        const auto want = c["generated_ids"].get<std::vector<int32_t>>();
-        const auto got = greedy(*m, prompt, want.size());
-        EXPECT_EQ(got, want) << "case " << name << " prompt " << c["prompt"];
-    }
+    expect_llama2c_greedy(*m, read_json(ref_path));
 }
 
 // Softmax of logits in double.
