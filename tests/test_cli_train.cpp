@@ -89,6 +89,12 @@ TEST(CliTrain, ResumedRunRepeatsTheUninterruptedLossesBitForBit) {
     const CliRun gen = run_toyllm("generate -m " + model + " -p \"The keeper\" -n 12 --temp 0");
     expect_ok(gen);
     EXPECT_EQ(gen.out.rfind("The keeper", 0), 0u) << gen.out;
+    const std::string q8 = (dir / "model-q8_0.gguf").string();
+    expect_ok(run_toyllm("export " + (dir / "split").string() + " -o " + q8 + " --type q8_0"));
+    const CliRun info = run_toyllm("info " + q8);
+    expect_ok(info);
+    EXPECT_NE(info.out.find("q8_0"), std::string::npos) << info.out;
+    expect_ok(run_toyllm("generate -m " + q8 + " -p \"The keeper\" -n 12 --temp 0"));
     const std::string svg = (dir / "loss.svg").string();
     expect_ok(run_toyllm("plot " + (dir / "full").string() + " -o " + svg));
     const std::vector<uint8_t> bytes = testing::read_file_bytes(svg);

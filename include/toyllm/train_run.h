@@ -55,8 +55,9 @@ RunSpec load_run_spec(const std::string & run_dir);
 // The checkpoint with the highest step; throws Error when there is none.
 std::string latest_checkpoint(const std::string & run_dir);
 
-// Writes the run's latest weights as a model GGUF (SCRATCH, FULL) in f32, or its
-// adapters as a llama.cpp adapter GGUF (LORA). Returns the checkpoint it read.
-std::string export_run(const std::string & run_dir, const std::string & out_path);
+// Writes the run's latest weights as a model GGUF (SCRATCH, FULL) with the weight
+// matrices stored as `type` (f32, f16, bf16, q8_0, q4_0; norms stay f32), or its adapters
+// as a llama.cpp adapter GGUF in f32 (LORA). Returns the checkpoint it read.
+std::string export_run(const std::string & run_dir, const std::string & out_path, DType type = DType::F32);
 
 }  // namespace toyllm

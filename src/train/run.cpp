@@ -1,6 +1,8 @@
 #include "toyllm/train_run.h"
 
+#include "toyllm/convert.h"
 #include "toyllm/model_init.h"
+#include "toyllm/quant.h"
 #include "toyllm/tokenizer.h"
 
 #include <nlohmann/json.hpp>
@@ -335,11 +337,13 @@ RunResult run_training(const RunSpec & spec_in, bool resume, const std::function
     return r;
 }
 
-std::string export_run(const std::string & run_dir, const std::string & out_path) {
+std::string export_run(const std::string & run_dir, const std::string & out_path, DType type) {
+    if (!is_weight_storage_type(type)) throw Error("export: cannot store weights as " + std::string(dtype_name(type)));
     const RunSpec s = load_run_spec(run_dir);
     const std::string ckpt = latest_checkpoint(run_dir);
     const GgufFile f = GgufFile::open(ckpt);
     if (s.mode == TrainMode::LORA) {
+        if (type != DType::F32) throw Error("export: adapters are written in f32 (--type applies to full and from-scratch runs)");
         auto model = Model::load(s.base_model);
         std::vector<Tensor *> params = add_lora(*model, s.lora, s.seed);
         for (Tensor * t : params) {
@@ -354,11 +358,22 @@ std::string export_run(const std::string & run_dir, const std::string & out_path
     for (const GgufKv & kv : f.kvs()) {
         if (kv.key.rfind("training.", 0) != 0) w.set(kv.key, kv.value);
     }
-    w.set_u32("general.file_type", 0);
+    w.set_u32("general.file_type", gguf_file_type(type));
+    if (dtype_info(type).block_size > 1) w.set_u32("general.quantization_version", 2);
+    std::vector<std::vector<uint8_t>> storage;  // converted tensors until write()
     for (const GgufTensorInfo & ti : f.tensors()) {
         const std::string name(ti.name);
         if (name.ends_with(".adam_m") || name.ends_with(".adam_v")) continue;
-        w.add_tensor(name, ti.type, std::span<const int64_t>(ti.ne.data(), ti.n_dims), f.tensor_data(ti));
+        const auto ne = std::span<const int64_t>(ti.ne.data(), ti.n_dims);
+        if (ti.type != DType::F32 || !retypes_tensor(name, ne, type)) {
+            w.add_tensor(name, ti.type, ne, f.tensor_data(ti));
+            continue;
+        }
+        auto & bytes = storage.emplace_back(dtype_row_bytes(type, ti.ne[0]) * static_cast<size_t>(ti.n_elements() / ti.ne[0]));
+        const size_t out_row = dtype_row_bytes(type, ti.ne[0]);
+        const float * src = reinterpret_cast<const float *>(f.tensor_data(ti).data());
+        for (int64_t r = 0; r < ti.n_elements() / ti.ne[0]; ++r) quantize_row(type, src + r * ti.ne[0], bytes.data() + static_cast<size_t>(r) * out_row, ti.ne[0]);
+        w.add_tensor(name, type, ne, bytes);
     }
     w.write(out_path);
     return ckpt;
