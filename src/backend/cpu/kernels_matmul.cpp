@@ -13,6 +13,8 @@
 
 #include "toyllm/quant.h"
 
+#include <algorithm>
+#include <cstring>
 #include <vector>
 
 namespace toyllm::cpu {
@@ -20,6 +22,7 @@ namespace toyllm::cpu {
 namespace {
 
 constexpr size_t kAlign = 64;
+constexpr int64_t kTile = 32;  // rows per block of the transposing copies (32 x 32 floats: 4 KiB)
 
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
@@ -32,7 +35,7 @@ struct MatmulPlan {
     DType vdt = DType::F32;
     size_t a_off = 0, a_bytes = 0;  // f32 copy of a (contiguous, or transposed)
     size_t b_off = 0, b_bytes = 0;  // contiguous f32 copy of b, or b converted to vdt
-    size_t tmp_off = 0, tmp_per_thread = 0;  // one dequantized row of a per thread
+    size_t tmp_off = 0, tmp_per_thread = 0;  // kTile dequantized rows of a per thread
     size_t b_row_bytes = 0;
     size_t total = 0;
 
@@ -61,47 +64,94 @@ struct MatmulPlan {
             b_bytes = align_up(b_row_bytes * static_cast<size_t>(b->n_rows()));
             at += b_bytes;
         }
-        if (!a_direct && a->type != DType::F32) {
+        if (!a_direct && (a->type != DType::F32 || a->nb[0] != 4)) {
             tmp_off = at;
-            tmp_per_thread = align_up(static_cast<size_t>(a->ne[0]) * sizeof(float));
+            tmp_per_thread = align_up(static_cast<size_t>(a->ne[0]) * sizeof(float) * kTile);
             at += tmp_per_thread * static_cast<size_t>(nth);
         }
         total = at;
     }
 };
 
-// Row (i1, i2, i3) of a as f32 into dst (dequantizing or gathering strided values).
-void a_row_f32(const Tensor * a, int64_t i1, int64_t i2, int64_t i3, float * dst) {
-    if (a->nb[0] == static_cast<int64_t>(dtype_info(a->type).type_size)) {
-        dequantize_row(a->type, at<uint8_t>(a, 0, i1, i2, i3), dst, a->ne[0]);
+const float * row_ptr(const Tensor * t, int64_t r) {
+    const int64_t i1 = r % t->ne[1], i2 = (r / t->ne[1]) % t->ne[2], i3 = r / (t->ne[1] * t->ne[2]);
+    return at<float>(t, 0, i1, i2, i3);
+}
+
+// Rows [r0, r1) of an f32 tensor with any strides into dst (row r at dst + r * ne[0]).
+// A strided dim 0 (a transposed view: x^T, grad^T in the matmul gradient) is read in
+// kTile x 64 blocks so that every cache line fetched is used kTile times.
+void gather_rows(const Tensor * t, int64_t r0, int64_t r1, float * dst) {
+    const int64_t n0 = t->ne[0], s0 = t->nb[0] / 4;
+    if (s0 == 1) {
+        for (int64_t r = r0; r < r1; ++r) std::memcpy(dst + r * n0, row_ptr(t, r), static_cast<size_t>(n0) * sizeof(float));
         return;
     }
-    TOYLLM_ASSERT(a->type == DType::F32);
-    for (int64_t i = 0; i < a->ne[0]; ++i) dst[i] = *at<float>(a, i, i1, i2, i3);
+    for (int64_t rb = r0; rb < r1; rb += kTile) {
+        const int64_t re = std::min(rb + kTile, r1);
+        for (int64_t ib = 0; ib < n0; ib += 64) {
+            const int64_t ie = std::min(ib + 64, n0);
+            for (int64_t r = rb; r < re; ++r) {
+                const float * src = row_ptr(t, r);
+                float * out = dst + r * n0;
+                for (int64_t i = ib; i < ie; ++i) out[i] = src[i * s0];
+            }
+        }
+    }
+}
+
+// The transposed copy of a for the gradient form: at[i3][i2][k][n] = a[k, n, i2, i3], for
+// rows r = (n, i2, i3) in [r0, r1). Rows are taken kTile at a time (dequantized into tmp
+// when a is not f32) and written column block by column block.
+void transpose_rows(const Tensor * a, int64_t r0, int64_t r1, float * at_base, float * tmp) {
+    const int64_t K = a->ne[0], N = a->ne[1];
+    const bool direct = a->type == DType::F32 && a->nb[0] == 4;
+    const float * rows[kTile];
+    for (int64_t rb = r0; rb < r1; rb += kTile) {
+        const int64_t re = std::min(rb + kTile, r1);
+        for (int64_t r = rb; r < re; ++r) {
+            if (direct) {
+                rows[r - rb] = row_ptr(a, r);
+                continue;
+            }
+            float * row = tmp + (r - rb) * K;
+            const int64_t i1 = r % N, i2 = (r / N) % a->ne[2], i3 = r / (N * a->ne[2]);
+            if (a->nb[0] == static_cast<int64_t>(dtype_info(a->type).type_size)) {
+                dequantize_row(a->type, at<uint8_t>(a, 0, i1, i2, i3), row, K);
+            } else {
+                TOYLLM_ASSERT(a->type == DType::F32);
+                for (int64_t i = 0; i < K; ++i) row[i] = *at<float>(a, i, i1, i2, i3);
+            }
+            rows[r - rb] = row;
+        }
+        for (int64_t ib = 0; ib < K; ib += 64) {
+            const int64_t ie = std::min(ib + 64, K);
+            for (int64_t r = rb; r < re; ++r) {
+                float * base = at_base + (r / N) * K * N + r % N;
+                const float * row = rows[r - rb];
+                for (int64_t i = ib; i < ie; ++i) base[i * N] = row[i];
+            }
+        }
+    }
 }
 
 void prepare(const KernelCtx & k, const Tensor * node, const MatmulPlan & p) {
     const Tensor * a = node->src[0];
     const Tensor * b = node->src[1];
     if (!p.a_direct) {
-        // Contiguous f32 copy of a; transposed: at[i3][i2][k][n] = a[k, n, i2, i3].
+        // Contiguous f32 copy of a, or its transpose for the gradient form.
         float * dst = reinterpret_cast<float *>(k.scratch + p.a_off);
         float * tmp = reinterpret_cast<float *>(k.scratch + p.tmp_off + p.tmp_per_thread * static_cast<size_t>(k.ith));
         const RowRange rr = split_rows(a->n_rows(), k.ith, k.nth);
-        const int64_t K = a->ne[0], N = a->ne[1];
-        for (int64_t r = rr.begin; r < rr.end; ++r) {
-            const int64_t i1 = r % N, i2 = (r / N) % a->ne[2], i3 = r / (N * a->ne[2]);
-            float * out = p.transposed ? tmp : dst + r * K;
-            if (p.tmp_per_thread == 0 && p.transposed) out = tmp;  // f32 strided: gather directly below
-            if (a->type == DType::F32 && p.transposed) {
-                float * base = dst + (r / N) * K * N;
-                for (int64_t i = 0; i < K; ++i) base[i * N + i1] = *at<float>(a, i, i1, i2, i3);
-                continue;
-            }
-            a_row_f32(a, i1, i2, i3, out);
-            if (p.transposed) {
-                float * base = dst + (r / N) * K * N;
-                for (int64_t i = 0; i < K; ++i) base[i * N + i1] = out[i];
+        if (p.transposed) {
+            transpose_rows(a, rr.begin, rr.end, dst, tmp);
+        } else if (a->type == DType::F32) {
+            gather_rows(a, rr.begin, rr.end, dst);
+        } else {
+            for (int64_t r = rr.begin; r < rr.end; ++r) {
+                const int64_t i1 = r % a->ne[1], i2 = (r / a->ne[1]) % a->ne[2], i3 = r / (a->ne[1] * a->ne[2]);
+                TOYLLM_ASSERT(a->nb[0] == static_cast<int64_t>(dtype_info(a->type).type_size));
+                dequantize_row(a->type, at<uint8_t>(a, 0, i1, i2, i3), dst + r * a->ne[0], a->ne[0]);
             }
         }
     }
@@ -121,11 +171,7 @@ void prepare(const KernelCtx & k, const Tensor * node, const MatmulPlan & p) {
         }
     } else if (!p.b_direct) {
         const RowRange rr = split_rows(b->n_rows(), k.ith, k.nth);
-        for (int64_t r = rr.begin; r < rr.end; ++r) {
-            float * dst = reinterpret_cast<float *>(k.scratch + p.b_off) + r * b->ne[0];
-            const int64_t i1 = r % b->ne[1], i2 = (r / b->ne[1]) % b->ne[2], i3 = r / (b->ne[1] * b->ne[2]);
-            for (int64_t i = 0; i < b->ne[0]; ++i) dst[i] = *at<float>(b, i, i1, i2, i3);
-        }
+        gather_rows(b, rr.begin, rr.end, reinterpret_cast<float *>(k.scratch + p.b_off));
     }
 }
 
