@@ -9,6 +9,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <csignal>
@@ -157,7 +158,11 @@ void write_checkpoint(const RunSpec & s, const Model & m, const Trainer & tr, co
     }
     w.set_string("training.mode", train_mode_name(s.mode));
     w.set_string("training.config", spec_to_json(s).dump());
+    // The data order and the LoRA initialization are functions of the seed, and the
+    // learning rate of the step: these keys are for readers, resuming needs only the step.
     w.set_u64("training.data_position", static_cast<uint64_t>(tr.steps_done() * s.train.batch));
+    w.set_u64("training.seed", s.seed);
+    w.set_f32("training.lr", learning_rate(s.train, std::max<int64_t>(tr.steps_done() - 1, 0)));
     tr.save(w);
     w.write(path);
 }
