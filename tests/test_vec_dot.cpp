@@ -9,10 +9,14 @@
 #include "backend/cpu/vec_dot.h"
 
 #include "toyllm/error.h"
+#include "toyllm/graph.h"
+#include "toyllm/ops.h"
 #include "toyllm/quant.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -320,6 +324,142 @@ TEST(VecDot, MatVecRowsMatchesDot) {
                     toyllm::cpu::matvec_rows(args2, rr.begin, rr.end);
                 });
                 EXPECT_EQ(y2, y) << nth << " threads";
+            }
+        }
+    });
+}
+
+// The multi-row kernels of prefill (matmul_tile) against dot() of each pair, bit for bit:
+// odd activation counts (1, 3, 5, 17), odd weight row counts, lengths with and without
+// full groups of 16 blocks and tails, rows padded (strides are not sizes), output with a
+// leading dimension larger than the row count, and the same products computed as one
+// tile and as sub-tiles cut at odd places (as the matmul's cache blocking and thread
+// split cut them).
+TEST(VecDot, MatmulTileIsBitIdenticalToDot) {
+    for_each_level([](SimdLevel) {
+        for (DType t : kWeightTypes) {
+            const int64_t block = toyllm::dtype_info(t).block_size;
+            std::vector<int64_t> lengths;
+            if (block == 256) {
+                lengths = {256, 768, 2304};
+            } else if (block == 32) {
+                // 3 blocks (tail only), 16 (a group only), 18 (b135m: group + tail),
+                // 64 (b1b), 1032 (two chunks of Q4_0 groups + tail).
+                lengths = {96, 512, 576, 2048, 33024};
+            } else {
+                // Tails of 1-15 values, and (2100, 5650) several blocks of the F16 tile.
+                lengths = {1, 17, 64, 100, 576, 1000, 2100, 5650};
+            }
+            for (int64_t n : lengths) {
+                for (int64_t n_rows : {1, 3, 9}) {
+                    for (int64_t n_cols : {1, 3, 5, 17}) {
+                        if (n > 4096 && (n_rows > 3 || n_cols > 5)) continue;  // keep it quick
+                        SCOPED_TRACE(std::string(toyllm::dtype_name(t)) + " n=" + std::to_string(n) + " rows=" +
+                                     std::to_string(n_rows) + " cols=" + std::to_string(n_cols));
+                        const size_t w_stride = toyllm::dtype_row_bytes(t, n) + 34;
+                        std::vector<uint8_t> w(w_stride * static_cast<size_t>(n_rows));
+                        for (int64_t r = 0; r < n_rows; ++r) {
+                            const auto f = random_floats(n, static_cast<uint32_t>(1000 + r + n));
+                            toyllm::quantize_row(t, f.data(), w.data() + w_stride * static_cast<size_t>(r), n);
+                        }
+                        const auto & vd = toyllm::cpu::vec_dot_for(t);
+                        const size_t conv_bytes = converted_bytes(vd.vec_dot_type, n);
+                        const size_t x_stride = static_cast<size_t>(toyllm::cpu::tile_x_row_bytes(t, n)) + 64;
+                        std::vector<uint8_t> xp(x_stride * static_cast<size_t>(n_cols));
+                        std::vector<uint8_t> conv(conv_bytes * static_cast<size_t>(n_cols));
+                        for (int64_t c = 0; c < n_cols; ++c) {
+                            const auto f = random_floats(n, static_cast<uint32_t>(5000 + c), 2.0f);
+                            toyllm::cpu::tile_x_from_float(t, f.data(), xp.data() + x_stride * static_cast<size_t>(c), n);
+                            vd.from_float(f.data(), conv.data() + conv_bytes * static_cast<size_t>(c), n);
+                        }
+                        const int64_t ldy = n_rows + 5;
+                        std::vector<float> want(static_cast<size_t>(ldy * n_cols), -7.0f);
+                        for (int64_t c = 0; c < n_cols; ++c) {
+                            for (int64_t r = 0; r < n_rows; ++r) {
+                                want[static_cast<size_t>(c * ldy + r)] =
+                                    vd.dot(n, w.data() + w_stride * static_cast<size_t>(r), conv.data() + conv_bytes * static_cast<size_t>(c));
+                            }
+                        }
+                        const toyllm::cpu::MatTileArgs whole{.w_type = t,
+                                                             .w = w.data(),
+                                                             .w_row_bytes = static_cast<int64_t>(w_stride),
+                                                             .n_rows = n_rows,
+                                                             .x = xp.data(),
+                                                             .x_row_bytes = static_cast<int64_t>(x_stride),
+                                                             .n_cols = n_cols,
+                                                             .n = n,
+                                                             .y = nullptr,
+                                                             .ldy = ldy};
+                        // The whole tile, then four sub-tiles cut after row r1 and column c1.
+                        for (int split = 0; split < 2; ++split) {
+                            std::vector<float> got(want.size(), -7.0f);
+                            const int64_t r1 = split ? n_rows / 2 : n_rows, c1 = split ? (n_cols + 1) / 3 : n_cols;
+                            for (const auto & [rb, re, cb, ce] : {std::array<int64_t, 4>{0, r1, 0, c1}, {r1, n_rows, 0, c1},
+                                                                  {0, r1, c1, n_cols}, {r1, n_rows, c1, n_cols}}) {
+                                auto part = whole;
+                                part.w = w.data() + w_stride * static_cast<size_t>(rb);
+                                part.n_rows = re - rb;
+                                part.x = xp.data() + x_stride * static_cast<size_t>(cb);
+                                part.n_cols = ce - cb;
+                                part.y = got.data() + cb * ldy + rb;
+                                toyllm::cpu::matmul_tile(part);
+                            }
+                            ASSERT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
+                                << "split " << split << ": first difference at "
+                                << std::mismatch(got.begin(), got.end(), want.begin(),
+                                                 [](float a, float b) { return std::memcmp(&a, &b, sizeof(a)) == 0; })
+                                           .first -
+                                       got.begin();
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+// The matmul op with several activation rows (the tiled prefill path) against the same
+// rows one at a time (the matrix-vector decode path), bit for bit, for 1, 2 and 3
+// threads and every level: prefill and decode agree, and neither M nor the thread count
+// changes a result. Also b with two batch entries sharing one weight matrix (the rows
+// of both go through one tiled product) and an odd weight row count.
+TEST(VecDot, MatmulOpIsBatchAndThreadInvariant) {
+    for_each_level([](SimdLevel) {
+        for (DType t : {DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
+            const int64_t K = toyllm::dtype_info(t).block_size == 256 ? 512 : 576, N = 75, M = 9, B = 2;
+            SCOPED_TRACE(std::string(toyllm::dtype_name(t)));
+            toyllm::Context ctx;
+            toyllm::Tensor * w = ctx.new_tensor(t, {K, N}, "w");
+            toyllm::Tensor * x = ctx.new_tensor(DType::F32, {K, M, B}, "x");
+            ctx.alloc(w);
+            ctx.alloc(x);
+            const auto wf = random_floats(K * N, 11);
+            toyllm::quantize_row(t, wf.data(), w->data, K * N);
+            const auto xf = random_floats(K * M * B, 12, 2.0f);
+            std::memcpy(x->data, xf.data(), xf.size() * sizeof(float));
+            toyllm::Tensor * y = toyllm::matmul(ctx, w, x);  // [N, M, B]
+            toyllm::Graph g;
+            g.build_forward(y);
+            // Each activation row alone: M = 1.
+            std::vector<float> alone(static_cast<size_t>(N * M * B));
+            {
+                toyllm::Context c1;
+                toyllm::Tensor * x1 = c1.new_tensor(DType::F32, {K, 1}, "x1");
+                c1.alloc(x1);
+                toyllm::Tensor * y1 = toyllm::matmul(c1, w, x1);
+                toyllm::Graph g1;
+                g1.build_forward(y1);
+                auto be = toyllm::make_backend("cpu", {.n_threads = 2});
+                for (int64_t m = 0; m < M * B; ++m) {
+                    std::memcpy(x1->data, xf.data() + m * K, static_cast<size_t>(K) * sizeof(float));
+                    be->compute(g1);
+                    std::memcpy(alone.data() + m * N, y1->data, static_cast<size_t>(N) * sizeof(float));
+                }
+            }
+            for (int nth = 1; nth <= 3; ++nth) {
+                auto be = toyllm::make_backend("cpu", {.n_threads = nth});
+                be->compute(g);
+                EXPECT_EQ(std::memcmp(y->data, alone.data(), alone.size() * sizeof(float)), 0) << nth << " threads";
             }
         }
     });

@@ -3,7 +3,12 @@
 //
 //   a f32:          C[m, n] = sum_k b[m, k] a[n, k] through gemm_f32 (any M)
 //   a quantized/f16/bf16: b's rows are converted once into the partner format of a's
-//                   type (vec_dot.h) and each output is one dot product of a row of a
+//                   type (vec_dot.h) and each output is one dot product of a row of a.
+//                   One activation row (decode): matvec_rows. Several (prefill): the
+//                   rows of a are taken in chunks that stay in L2, each multiplied with
+//                   all activation rows by the tile kernels (matmul_tile), which decode
+//                   a weight block once for several activation rows. Both give every
+//                   output bit-identical to dot(), whatever M, the chunks or nth.
 //   transposed a (gradients): a is dequantized and transposed into f32 scratch, then
 //                   gemm_f32.
 #include "backend/cpu/gemm.h"
@@ -32,6 +37,8 @@ struct MatmulPlan {
     bool a_direct;     // use a in place (rows contiguous, not transposed)
     bool b_direct;     // f32 b with contiguous rows, used in place
     bool quant;        // dot-product path (a not f32, not transposed)
+    bool tiled;        // quant with several activation rows per weight matrix: matmul_tile
+    bool shared_a;     // one weight matrix for every row of b (a not batched), node contiguous
     DType vdt = DType::F32;
     size_t a_off = 0, a_bytes = 0;  // f32 copy of a (contiguous, or transposed)
     size_t b_off = 0, b_bytes = 0;  // contiguous f32 copy of b, or b converted to vdt
@@ -52,7 +59,15 @@ struct MatmulPlan {
             a_bytes = align_up(static_cast<size_t>(a->n_elements()) * sizeof(float));
             at += a_bytes;
         }
-        if (quant) {
+        shared_a = a->ne[2] == 1 && a->ne[3] == 1 && node->nb[2] == node->nb[1] * node->ne[1] &&
+                   node->nb[3] == node->nb[2] * node->ne[2];
+        tiled = quant && (shared_a ? b->n_rows() : b->ne[1]) > 1;
+        if (tiled) {
+            b_row_bytes = align_up(static_cast<size_t>(tile_x_row_bytes(a->type, b->ne[0])));
+            b_off = at;
+            b_bytes = align_up(b_row_bytes * static_cast<size_t>(b->n_rows()));
+            at += b_bytes;
+        } else if (quant) {
             vdt = vec_dot_for(a->type).vec_dot_type;
             b_row_bytes = dtype_row_bytes(vdt, b->ne[0]);
             b_off = at;
@@ -167,7 +182,12 @@ void prepare(const KernelCtx & k, const Tensor * node, const MatmulPlan & p) {
                 for (int64_t i = 0; i < b->ne[0]; ++i) gathered[static_cast<size_t>(i)] = *at<float>(b, i, i1, i2, i3);
                 src = gathered.data();
             }
-            vd.from_float(src, k.scratch + p.b_off + p.b_row_bytes * static_cast<size_t>(r), b->ne[0]);
+            uint8_t * dst = k.scratch + p.b_off + p.b_row_bytes * static_cast<size_t>(r);
+            if (p.tiled) {
+                tile_x_from_float(a->type, src, dst, b->ne[0]);
+            } else {
+                vd.from_float(src, dst, b->ne[0]);
+            }
         }
     } else if (!p.b_direct) {
         const RowRange rr = split_rows(b->n_rows(), k.ith, k.nth);
@@ -175,9 +195,56 @@ void prepare(const KernelCtx & k, const Tensor * node, const MatmulPlan & p) {
     }
 }
 
+// Cache blocking of the tiled path: a thread takes chunks of about kWeightChunkBytes of
+// weight rows (kept in L2 while they meet the activation rows) times chunks of about
+// kActChunkBytes of prepared activation rows.
+constexpr int64_t kWeightChunkBytes = 256 * 1024;
+constexpr int64_t kActChunkBytes = 256 * 1024;
+
+// The whole product of one weight matrix (N rows) with M prepared activation rows,
+// split into (row chunk, column chunk) items; thread ith takes a contiguous range of
+// items in row-chunk-major order, so it reuses each weight chunk for all its columns.
+void compute_tiled(const KernelCtx & k, MatTileArgs t) {
+    const int64_t N = t.n_rows, M = t.n_cols;
+    // Column chunks of equal size (a multiple of 4, the tile kernels' widest register tile).
+    const int64_t max_cols = std::max<int64_t>(4, kActChunkBytes / t.x_row_bytes);
+    int64_t n_col_chunks = (M + max_cols - 1) / max_cols;
+    const int64_t cols_per_chunk = ((M + n_col_chunks - 1) / n_col_chunks + 3) / 4 * 4;
+    n_col_chunks = (M + cols_per_chunk - 1) / cols_per_chunk;
+    // Enough row chunks for the cache, and a multiple of nth when that leaves rows to all.
+    int64_t n_row_chunks = std::max<int64_t>(1, N * t.w_row_bytes / kWeightChunkBytes);
+    if (n_row_chunks * n_col_chunks % k.nth != 0) {
+        const int64_t want = (n_row_chunks + k.nth - 1) / k.nth * k.nth;
+        if (want <= N / 4) n_row_chunks = want;
+    }
+    const int64_t rows_per_chunk = ((N + n_row_chunks - 1) / n_row_chunks + 3) / 4 * 4;
+    n_row_chunks = (N + rows_per_chunk - 1) / rows_per_chunk;
+    const RowRange items = split_rows(n_row_chunks * n_col_chunks, k.ith, k.nth);
+    const auto * w = static_cast<const uint8_t *>(t.w);
+    const auto * x = static_cast<const uint8_t *>(t.x);
+    float * y = t.y;
+    for (int64_t i = items.begin; i < items.end; ++i) {
+        const int64_t r0 = i / n_col_chunks * rows_per_chunk, c0 = i % n_col_chunks * cols_per_chunk;
+        t.w = w + r0 * t.w_row_bytes;
+        t.n_rows = std::min(rows_per_chunk, N - r0);
+        t.x = x + c0 * t.x_row_bytes;
+        t.n_cols = std::min(cols_per_chunk, M - c0);
+        t.y = y + c0 * t.ldy + r0;
+        matmul_tile(t);
+    }
+}
+
 void compute(const KernelCtx & k, Tensor * node, const MatmulPlan & p) {
     const Tensor * a = node->src[0];
     const Tensor * b = node->src[1];
+    if (p.tiled && p.shared_a) {
+        // Every row of b against the one weight matrix: one product with M = all rows.
+        compute_tiled(k, {.w_type = a->type, .w = a->data, .w_row_bytes = a->nb[1], .n_rows = a->ne[1],
+                          .x = k.scratch + p.b_off, .x_row_bytes = static_cast<int64_t>(p.b_row_bytes),
+                          .n_cols = b->n_rows(), .n = a->ne[0], .y = static_cast<float *>(node->data),
+                          .ldy = node->nb[1] / static_cast<int64_t>(sizeof(float))});
+        return;
+    }
     const int64_t r2 = b->ne[2] / a->ne[2], r3 = b->ne[3] / a->ne[3];
     const int64_t M = b->ne[1];
     for (int64_t i3 = 0; i3 < b->ne[3]; ++i3) {
@@ -186,6 +253,13 @@ void compute(const KernelCtx & k, Tensor * node, const MatmulPlan & p) {
             const int64_t a_batch = a2 + a->ne[2] * a3;
             const int64_t b_batch = i2 + b->ne[2] * i3;
             float * c = at<float>(node, 0, 0, i2, i3);
+            if (p.tiled) {
+                compute_tiled(k, {.w_type = a->type, .w = at<uint8_t>(a, 0, 0, a2, a3), .w_row_bytes = a->nb[1],
+                                  .n_rows = a->ne[1], .x = k.scratch + p.b_off + p.b_row_bytes * static_cast<size_t>(b_batch * M),
+                                  .x_row_bytes = static_cast<int64_t>(p.b_row_bytes), .n_cols = M, .n = a->ne[0], .y = c,
+                                  .ldy = node->nb[1] / static_cast<int64_t>(sizeof(float))});
+                continue;
+            }
             if (p.quant) {
                 const RowRange rr = split_rows(a->ne[1], k.ith, k.nth);
                 for (int64_t m = 0; m < M; ++m) {

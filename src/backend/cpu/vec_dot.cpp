@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace toyllm::cpu {
 
@@ -208,6 +209,7 @@ const k::IsaKernels kScalarKernels = {
     .dot = {dot_f32_scalar, dot_f16_scalar, dot_bf16_scalar, dot_q8_0_scalar, dot_q4_0_scalar, dot_q4_k_scalar,
             dot_q6_k_scalar},
     .rows = {},
+    .tiles = {},
 };
 
 // ---- tables --------------------------------------------------------------------------
@@ -215,6 +217,7 @@ const k::IsaKernels kScalarKernels = {
 struct LevelTable {
     VecDot vd[k::kWeightKinds];
     k::RowsFn rows[k::kWeightKinds];
+    k::TileKernel tiles[k::kWeightKinds];
 };
 
 LevelTable make_table(const k::IsaKernels & isa) {
@@ -226,7 +229,10 @@ LevelTable make_table(const k::IsaKernels & isa) {
     t.vd[k::kQ4_0] = {DType::Q8_0, isa.q8_0_from_float, isa.dot[k::kQ4_0]};
     t.vd[k::kQ4_K] = {DType::Q8_K, isa.q8_k_from_float, isa.dot[k::kQ4_K]};
     t.vd[k::kQ6_K] = {DType::Q8_K, isa.q8_k_from_float, isa.dot[k::kQ6_K]};
-    for (int i = 0; i < k::kWeightKinds; ++i) t.rows[i] = isa.rows[i];
+    for (int i = 0; i < k::kWeightKinds; ++i) {
+        t.rows[i] = isa.rows[i];
+        t.tiles[i] = isa.tiles[i];
+    }
     return t;
 }
 
@@ -273,6 +279,46 @@ void matvec_rows(const MatVecArgs & a, int64_t row_begin, int64_t row_end) {
     }
     const k::DotFn dot = t.vd[kind].dot;
     for (int64_t r = row_begin; r < row_end; ++r, w += a.w_row_bytes) a.y[r] = dot(a.n, w, a.x_conv);
+}
+
+int64_t tile_x_row_bytes(DType w, int64_t n) {
+    const int kind = weight_kind(w);
+    const LevelTable & t = table_for(cpu_features().level);
+    if (const k::PackedBytesFn packed = t.tiles[kind].packed_bytes) return packed(n);
+    return static_cast<int64_t>(dtype_row_bytes(t.vd[kind].vec_dot_type, n));
+}
+
+void tile_x_from_float(DType w, const float * x, void * out, int64_t n) {
+    const int kind = weight_kind(w);
+    const LevelTable & t = table_for(cpu_features().level);
+    const k::TileKernel & tk = t.tiles[kind];
+    if (tk.pack == nullptr) {
+        t.vd[kind].from_float(x, out, n);
+        return;
+    }
+    thread_local std::vector<uint8_t> conv;
+    conv.resize(dtype_row_bytes(t.vd[kind].vec_dot_type, n));
+    t.vd[kind].from_float(x, conv.data(), n);
+    tk.pack(conv.data(), out, n);
+}
+
+void matmul_tile(const MatTileArgs & a) {
+    if (a.n_rows <= 0 || a.n_cols <= 0) return;
+    const int kind = weight_kind(a.w_type);
+    const LevelTable & t = table_for(cpu_features().level);
+    if (const k::TileFn tile = t.tiles[kind].tile) {
+        tile({.w = a.w, .w_row_bytes = a.w_row_bytes, .n_rows = a.n_rows, .x = a.x, .x_row_bytes = a.x_row_bytes,
+              .n_cols = a.n_cols, .n = a.n, .y = a.y, .ldy = a.ldy});
+        return;
+    }
+    // Scalar path (and kinds without a tile kernel): one dot per pair, weight rows in the
+    // inner loop so that each activation row stays in L1 while the rows go by.
+    const k::DotFn dot = t.vd[kind].dot;
+    const auto * w = static_cast<const uint8_t *>(a.w);
+    const auto * x = static_cast<const uint8_t *>(a.x);
+    for (int64_t c = 0; c < a.n_cols; ++c) {
+        for (int64_t r = 0; r < a.n_rows; ++r) a.y[c * a.ldy + r] = dot(a.n, w + r * a.w_row_bytes, x + c * a.x_row_bytes);
+    }
 }
 
 }  // namespace toyllm::cpu

@@ -50,4 +50,31 @@ struct MatVecArgs {
 };
 void matvec_rows(const MatVecArgs & a, int64_t row_begin, int64_t row_end);
 
+// Matmuls with several activation rows (prefill). Each activation row is prepared once
+// per matmul (converted to vec_dot_type and, at some levels, rearranged with what
+// depends on it alone precomputed); then a tile of weight rows x activation rows is
+// computed with each weight block decoded once for several activation rows. Every
+// output is bit-identical to dot() of its (weight row, activation row) pair at the same
+// SIMD level, so results do not depend on the tiling, on M or on the thread count.
+
+// Bytes of one prepared activation row of n values for weights of type w.
+int64_t tile_x_row_bytes(DType w, int64_t n);
+// Prepares the activation row x (n floats) for weights of type w into out.
+void tile_x_from_float(DType w, const float * x, void * out, int64_t n);
+
+// y[c * ldy + r] = dot(W row r, activation row c) for r < n_rows, c < n_cols.
+struct MatTileArgs {
+    DType w_type;
+    const void * w;       // first weight row
+    int64_t w_row_bytes;  // distance between weight rows
+    int64_t n_rows;
+    const void * x;       // first prepared activation row (tile_x_from_float)
+    int64_t x_row_bytes;  // distance between them, >= tile_x_row_bytes
+    int64_t n_cols;
+    int64_t n;            // values per row (the reduction length)
+    float * y;
+    int64_t ldy;
+};
+void matmul_tile(const MatTileArgs & a);
+
 }  // namespace toyllm::cpu

@@ -321,6 +321,230 @@ float dot_q4_0(int64_t n, const void * w, const void * x) {
 void rows_q8_0(const RowsArgs & a) { rows_by_four<Q8_0Block, q8_0_rows<4>, q8_0_rows<1>>(a); }
 void rows_q4_0(const RowsArgs & a) { rows_by_four<Q4_0Block, q4_0_rows<4>, q4_0_rows<1>>(a); }
 
+// ---- tiles: several weight rows x several activation rows (prefill) ---------------------
+//
+// Each output is computed with exactly the operations of the dot of this file for its
+// pair (same lanes, same fma chains, same sums); a weight block is loaded and decoded
+// once for kCT activation rows, an activation block once for kRT weight rows. The
+// activation rows are the converted rows (no packing at this level).
+
+// Prefetches the weight rows [begin, end) of the tile (clamped to it).
+void prefetch_rows(const TileArgs & a, int64_t begin, int64_t end) {
+    end = end < a.n_rows ? end : a.n_rows;
+    for (int64_t r = begin; r < end; ++r) {
+        const char * p = static_cast<const char *>(a.w) + r * a.w_row_bytes;
+        for (int64_t l = 0; l < a.w_row_bytes; l += 64) _mm_prefetch(p + l, _MM_HINT_T0);
+    }
+}
+
+// The first group of activation rows meets the weight rows straight from DRAM: they are
+// prefetched kPrefetchBytes ahead (as in the AVX-512 file); the other groups find them
+// in L2.
+template <class K, int CT>
+void tile_rows(const TileArgs & a, int64_t c) {
+    const int64_t ahead = (kPrefetchBytes + a.w_row_bytes - 1) / a.w_row_bytes;
+    if (c == 0) prefetch_rows(a, 0, ahead);
+    int64_t r = 0;
+    for (; r + K::kRT <= a.n_rows; r += K::kRT) {
+        if (c == 0) prefetch_rows(a, r + ahead, r + ahead + K::kRT);
+        K::template run<K::kRT, CT>(a, r, c);
+    }
+    for (; r < a.n_rows; ++r) K::template run<1, CT>(a, r, c);
+}
+
+template <class K>
+void tile_by(const TileArgs & a) {
+    static_assert(K::kCT >= 1 && K::kCT <= 3);
+    int64_t c = 0;
+    for (; c + K::kCT <= a.n_cols; c += K::kCT) tile_rows<K, K::kCT>(a, c);
+    const int64_t rest = a.n_cols - c;
+    if constexpr (K::kCT > 1) {
+        if (rest == 1) tile_rows<K, 1>(a, c);
+    }
+    if constexpr (K::kCT > 2) {
+        if (rest == 2) tile_rows<K, 2>(a, c);
+    }
+}
+
+template <class Block, int RT, int CT>
+struct TileRows {
+    const Block * w[RT];
+    const Q8_0Block * x[CT];
+    TileRows(const TileArgs & ta, int64_t r0, int64_t c0) {
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            w[r] = reinterpret_cast<const Block *>(static_cast<const uint8_t *>(ta.w) + (r0 + r) * ta.w_row_bytes);
+        }
+        #pragma GCC unroll 16
+        for (int c = 0; c < CT; ++c) {
+            x[c] = reinterpret_cast<const Q8_0Block *>(static_cast<const uint8_t *>(ta.x) + (c0 + c) * ta.x_row_bytes);
+        }
+    }
+};
+
+// Q8_0: the operations of q8_0_rows for each pair.
+struct Q8_0Tile {
+    static constexpr int kRT = 2, kCT = 3;
+
+    template <int RT, int CT>
+    static void run(const TileArgs & ta, int64_t r0, int64_t c0) {
+        const TileRows<Q8_0Block, RT, CT> t(ta, r0, c0);
+        const int64_t nb = ta.n / kQK;
+        __m256 acc[RT][CT];
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) acc[r][c] = _mm256_setzero_ps();
+        }
+        for (int64_t b = 0; b < nb; ++b) {
+            __m256i a[CT];
+            float dx[CT];
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) {
+                a[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(t.x[c][b].qs));
+                dx[c] = f16(t.x[c][b].d);
+            }
+            #pragma GCC unroll 16
+            for (int r = 0; r < RT; ++r) {
+                const __m256i qw = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(t.w[r][b].qs));
+                const float dw = f16(t.w[r][b].d);
+                #pragma GCC unroll 16
+                for (int c = 0; c < CT; ++c) {
+                    const __m256 p = _mm256_cvtepi32_ps(q8_0_products(qw, a[c]));
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[c]), p, acc[r][c]);
+                }
+            }
+        }
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) ta.y[(c0 + c) * ta.ldy + r0 + r] = hsum(acc[r][c]);
+        }
+    }
+};
+
+// Q4_0: the operations of q4_0_rows for each pair.
+struct Q4_0Tile {
+    static constexpr int kRT = 2, kCT = 2;
+
+    template <int RT, int CT>
+    static void run(const TileArgs & ta, int64_t r0, int64_t c0) {
+        const TileRows<Q4_0Block, RT, CT> t(ta, r0, c0);
+        const int64_t nb = ta.n / kQK;
+        const __m256i m4 = _mm256_set1_epi8(0x0F);
+        const __m256i eights = _mm256_set1_epi8(8);
+        const __m256i ones = _mm256_set1_epi16(1);
+        const __m256i pair_lanes = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+        __m256 acc[RT][CT];
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) acc[r][c] = _mm256_setzero_ps();
+        }
+        int64_t b = 0;
+        for (; b + 2 <= nb; b += 2) {
+            __m256i a_lo[CT], a_hi[CT], bias[CT];
+            __m128 dx[CT];
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) {
+                const Q8_0Block * x = t.x[c];
+                const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[b].qs));
+                const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[b + 1].qs));
+                a_lo[c] = _mm256_permute2x128_si256(x0, x1, 0x20);
+                a_hi[c] = _mm256_permute2x128_si256(x0, x1, 0x31);
+                bias[c] = _mm256_add_epi16(_mm256_maddubs_epi16(eights, a_lo[c]), _mm256_maddubs_epi16(eights, a_hi[c]));
+                dx[c] = _mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(x[b].d), x[b + 1].d, 1));
+            }
+            #pragma GCC unroll 16
+            for (int r = 0; r < RT; ++r) {
+                const Q4_0Block * w = t.w[r];
+                const __m256i v = _mm256_loadu2_m128i(reinterpret_cast<const __m128i *>(w[b + 1].qs),
+                                                      reinterpret_cast<const __m128i *>(w[b].qs));
+                const __m256i lo = _mm256_and_si256(v, m4);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                const __m128 dw = _mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(w[b].d), w[b + 1].d, 1));
+                #pragma GCC unroll 16
+                for (int c = 0; c < CT; ++c) {
+                    const __m256i p16 = _mm256_sub_epi16(
+                        _mm256_add_epi16(_mm256_maddubs_epi16(lo, a_lo[c]), _mm256_maddubs_epi16(hi, a_hi[c])), bias[c]);
+                    const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+                    const __m256 sc = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_mul_ps(dw, dx[c])), pair_lanes);
+                    acc[r][c] = _mm256_fmadd_ps(sc, p, acc[r][c]);
+                }
+            }
+        }
+        for (; b < nb; ++b) {
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) {
+                const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(t.x[c][b].qs));
+                const __m256i bias = _mm256_maddubs_epi16(eights, a);
+                const float dx = f16(t.x[c][b].d);
+                #pragma GCC unroll 16
+                for (int r = 0; r < RT; ++r) {
+                    const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_0_nibbles(t.w[r][b]), a), bias);
+                    const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(f16(t.w[r][b].d) * dx), p, acc[r][c]);
+                }
+            }
+        }
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) ta.y[(c0 + c) * ta.ldy + r0 + r] = hsum(acc[r][c]);
+        }
+    }
+};
+
+// F16 / BF16: the operations of dot_plain for each pair (one weight row at a time:
+// four accumulators per pair fill the 16 registers with three activation rows).
+template <__m256 (*load8)(const void *, int64_t), float (*at)(const void *, int64_t)>
+struct PlainTile {
+    static constexpr int kRT = 1, kCT = 3;
+
+    template <int RT, int CT>
+    static void run(const TileArgs & ta, int64_t r0, int64_t c0) {
+        static_assert(RT == 1);
+        const int64_t n = ta.n;
+        const void * w = static_cast<const uint8_t *>(ta.w) + r0 * ta.w_row_bytes;
+        const float * x[CT];
+        #pragma GCC unroll 16
+        for (int c = 0; c < CT; ++c) {
+            x[c] = reinterpret_cast<const float *>(static_cast<const uint8_t *>(ta.x) + (c0 + c) * ta.x_row_bytes);
+        }
+        __m256 acc[CT][4];
+        #pragma GCC unroll 16
+        for (int c = 0; c < CT; ++c) {
+            #pragma GCC unroll 16
+            for (int j = 0; j < 4; ++j) acc[c][j] = _mm256_setzero_ps();
+        }
+        int64_t i = 0;
+        for (; i + 32 <= n; i += 32) {
+            #pragma GCC unroll 16
+            for (int j = 0; j < 4; ++j) {
+                const __m256 wv = load8(w, i + 8 * j);
+                #pragma GCC unroll 16
+                for (int c = 0; c < CT; ++c) acc[c][j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[c] + i + 8 * j), acc[c][j]);
+            }
+        }
+        for (; i + 8 <= n; i += 8) {
+            const __m256 wv = load8(w, i);
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) acc[c][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[c] + i), acc[c][0]);
+        }
+        #pragma GCC unroll 16
+        for (int c = 0; c < CT; ++c) {
+            float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[c][0], acc[c][1]), _mm256_add_ps(acc[c][2], acc[c][3])));
+            for (int64_t l = i; l < n; ++l) sum += at(w, l) * x[c][l];
+            ta.y[(c0 + c) * ta.ldy + r0] = sum;
+        }
+    }
+};
+
+void tile_q8_0(const TileArgs & a) { tile_by<Q8_0Tile>(a); }
+void tile_q4_0(const TileArgs & a) { tile_by<Q4_0Tile>(a); }
+void tile_f16(const TileArgs & a) { tile_by<PlainTile<load8_f16, f16_at>>(a); }
+void tile_bf16(const TileArgs & a) { tile_by<PlainTile<load8_bf16, bf16_at>>(a); }
+
 // ---- Q4_K ----------------------------------------------------------------------------
 
 // The 8 6-bit scales (bytes 0-7) and 8 mins (bytes 8-15) of a Q4_K block as bytes, by
@@ -432,6 +656,8 @@ const IsaKernels kAvx2Kernels = {
     .q8_k_from_float = q8_k_from_float,
     .dot = {dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_k, dot_q6_k},
     .rows = {nullptr, nullptr, nullptr, rows_q8_0, rows_q4_0, nullptr, nullptr},
+    .tiles = {{}, {tile_f16, nullptr, nullptr}, {tile_bf16, nullptr, nullptr}, {tile_q8_0, nullptr, nullptr},
+              {tile_q4_0, nullptr, nullptr}, {}, {}},
 };
 
 }  // namespace toyllm::cpu::kernels

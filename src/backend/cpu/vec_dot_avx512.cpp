@@ -459,6 +459,540 @@ void rows_q4_0(const RowsArgs & a) {
               a.n / kQK, a.y);
 }
 
+// ---- tiles: several weight rows x several activation rows (prefill) ---------------------
+//
+// Each output is computed with exactly the operations of the dot of this file for its
+// pair (same lanes, same fma chains, same reductions); only what is shared is hoisted:
+// a weight block is loaded and decoded once for kCT activation rows, and what depends on
+// an activation row alone (its rearranged quants, the bias term of the weights' unsigned
+// offset, its scales as floats) is computed once per matmul by pack(). Register tiles
+// are kRT weight rows x kCT activation rows; tile_by() walks an arbitrary tile with them.
+
+// Prefetches the weight rows [begin, end) of the tile (clamped to it).
+void prefetch_rows(const TileArgs & a, int64_t begin, int64_t end) {
+    end = end < a.n_rows ? end : a.n_rows;
+    for (int64_t r = begin; r < end; ++r) {
+        const char * p = static_cast<const char *>(a.w) + r * a.w_row_bytes;
+        for (int64_t l = 0; l < a.w_row_bytes; l += 64) _mm_prefetch(p + l, _MM_HINT_T0);
+    }
+}
+
+// The first group of activation rows meets the weight rows straight from DRAM (a
+// matmul's weights are read once per prefill), which the hardware prefetchers alone
+// did not stream fast enough: it prefetches the rows kPrefetchBytes ahead. The other
+// groups find them in L2.
+template <class K, int CT>
+void tile_rows(const TileArgs & a, int64_t c) {
+    const int64_t ahead = (kPrefetchBytes + a.w_row_bytes - 1) / a.w_row_bytes;
+    if (c == 0) prefetch_rows(a, 0, ahead);
+    int64_t r = 0;
+    for (; r + K::kRT <= a.n_rows; r += K::kRT) {
+        if (c == 0) prefetch_rows(a, r + ahead, r + ahead + K::kRT);
+        K::template run<K::kRT, CT>(a, r, c);
+    }
+    for (; r < a.n_rows; ++r) K::template run<1, CT>(a, r, c);
+}
+
+// The last 1 .. kCT - 1 activation rows.
+template <class K, int CT>
+void tile_rest(const TileArgs & a, int64_t c) {
+    if constexpr (CT > 0) {
+        if (a.n_cols - c == CT) {
+            tile_rows<K, CT>(a, c);
+            return;
+        }
+        tile_rest<K, CT - 1>(a, c);
+    }
+}
+
+// Activation rows in groups of kCT (the rows of the tile stream past each group, which
+// stays in L1), then the rest.
+template <class K>
+void tile_by(const TileArgs & a) {
+    int64_t c = 0;
+    for (; c + K::kCT <= a.n_cols; c += K::kCT) tile_rows<K, K::kCT>(a, c);
+    tile_rest<K, K::kCT - 1>(a, c);
+}
+
+// -- Q8_0 and Q4_0 --
+//
+// Prepared activation row: per group of 16 blocks its scales as floats and per pair
+// (Q8_0) or quad (Q4_0) of blocks the quants as the dot rearranges them with the bias
+// term; then the blocks after the last group (the dot's 256-bit tail): their scales as
+// floats and per block the 32 quants with the bias term of its 8 int32 lanes. The tail is
+// computed for two activation rows per 512-bit register (one per half, the same lanes
+// as the dot's 256-bit register), its sum per half as the dot's hsum.
+struct Q8_0TilePair {
+    int8_t qs[64];       // blocks 2k, 2k+1 (q8_0_pair)
+    int32_t nbias[16];   // -128 * sums of 4 quants (weights are read as q + 128)
+};
+struct Q8_0TileGroup {
+    float d[16];
+    Q8_0TilePair pairs[8];
+};
+struct Q4_0TileQuad {     // Q4_0ActQuad in bytes (the rows need not be 64-byte aligned)
+    int8_t lo[64];
+    int8_t hi[64];
+    int32_t nbias[16];   // -8 * sums of 4 quants of lo and hi (the stored nibbles are q + 8)
+};
+struct Q4_0TileGroup {
+    float d[16];
+    Q4_0TileQuad quads[4];
+};
+struct TileTailBlock {
+    int8_t qs[32];
+    int32_t nbias[8];    // Q8_0 weights: -128 * sums of 4; Q4_0: -8 * sums of 4
+};
+struct TileTail {
+    float d[16];
+    TileTailBlock blocks[15];  // nb % 16 of them
+};
+static_assert(sizeof(Q8_0TileGroup) % 64 == 0 && sizeof(Q4_0TileGroup) % 64 == 0 && sizeof(TileTailBlock) == 64);
+
+template <class Group>
+int64_t packed_bytes_q(int64_t n) {
+    const int64_t nb = n / kQK;
+    return nb / 16 * int64_t{sizeof(Group)} + 64 + nb % 16 * int64_t{sizeof(TileTailBlock)};
+}
+
+// The tail blocks of x (from block b on) with the bias term -bias_unit * (sums of 4 quants).
+void pack_tail(const Q8_0Block * x, int64_t b, int64_t nb, int bias_unit, TileTail * t) {
+    const __m256i unit = _mm256_set1_epi8(static_cast<char>(bias_unit));
+    _mm512_storeu_ps(t->d, _mm512_setzero_ps());
+    for (int64_t j = 0; b + j < nb; ++j) {
+        const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[b + j].qs));
+        t->d[j] = f16(x[b + j].d);
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(t->blocks[j].qs), qx);
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(t->blocks[j].nbias),
+                            _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), unit, qx)));
+    }
+}
+
+void pack_q8_0(const void * x_, void * out, int64_t n) {
+    const auto * x = static_cast<const Q8_0Block *>(x_);
+    const int64_t nb = n / kQK, ng = nb / 16;
+    auto * g = static_cast<Q8_0TileGroup *>(out);
+    const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+    for (int64_t i = 0; i < ng; ++i) {
+        const Q8_0Block * xb = x + 16 * i;
+        _mm512_storeu_ps(g[i].d, q8_0_scales(xb));
+        #pragma GCC unroll 16
+        for (int k = 0; k < 8; ++k) {
+            const __m512i a = q8_0_pair(xb[2 * k], xb[2 * k + 1]);
+            _mm512_storeu_si512(g[i].pairs[k].qs, a);
+            _mm512_storeu_si512(g[i].pairs[k].nbias,
+                                _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, a)));
+        }
+    }
+    pack_tail(x, 16 * ng, nb, 0x80, reinterpret_cast<TileTail *>(g + ng));
+}
+
+void pack_q4_0(const void * x_, void * out, int64_t n) {
+    const auto * x = static_cast<const Q8_0Block *>(x_);
+    const int64_t nb = n / kQK, ng = nb / 16;
+    auto * g = static_cast<Q4_0TileGroup *>(out);
+    for (int64_t i = 0; i < ng; ++i) {
+        alignas(64) Q4_0ActQuad quads[4];
+        __m512 dx;
+        prepare_q4_0_activation(x + 16 * i, 1, quads, &dx);
+        _mm512_storeu_ps(g[i].d, dx);
+        #pragma GCC unroll 16
+        for (int q = 0; q < 4; ++q) {
+            _mm512_storeu_si512(g[i].quads[q].lo, quads[q].lo);
+            _mm512_storeu_si512(g[i].quads[q].hi, quads[q].hi);
+            _mm512_storeu_si512(g[i].quads[q].nbias, quads[q].neg_bias_sum);
+        }
+    }
+    pack_tail(x, 16 * ng, nb, 8, reinterpret_cast<TileTail *>(g + ng));
+}
+
+// The tail of RT weight rows x CT activation rows, two activation rows per register.
+// `decode` gives the 32 weight values of a block in value order with the offset that
+// the bias term undoes (Q8_0: q + 128; Q4_0: the stored nibbles).
+template <int RT, int CT, class Block, __m256i (*decode)(const Block &)>
+void tile_tail(const Block * const * w, const TileTail * const * xt, int64_t nt, __m512 (&tacc)[RT][(CT + 1) / 2]) {
+    constexpr int CP = (CT + 1) / 2;
+    #pragma GCC unroll 16
+    for (int r = 0; r < RT; ++r) {
+        #pragma GCC unroll 16
+        for (int p = 0; p < CP; ++p) tacc[r][p] = _mm512_setzero_ps();
+    }
+    for (int64_t j = 0; j < nt; ++j) {
+        __m512i a[CP], nbias[CP];
+        __m512 dx[CP];
+        #pragma GCC unroll 16
+        for (int p = 0; p < CP; ++p) {
+            const TileTail * t0 = xt[2 * p];
+            const TileTail * t1 = xt[2 * p + 1 < CT ? 2 * p + 1 : 2 * p];
+            a[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(t0->blocks[j].qs))),
+                                      _mm256_loadu_si256(reinterpret_cast<const __m256i *>(t1->blocks[j].qs)), 1);
+            nbias[p] = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(t0->blocks[j].nbias))),
+                _mm256_loadu_si256(reinterpret_cast<const __m256i *>(t1->blocks[j].nbias)), 1);
+            dx[p] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(t0->d[j])), _mm256_set1_ps(t1->d[j]), 1);
+        }
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            const __m512i wv = _mm512_broadcast_i64x4(decode(w[r][j]));
+            const __m512 dw = _mm512_set1_ps(f16(w[r][j].d));
+            #pragma GCC unroll 16
+            for (int p = 0; p < CP; ++p) {
+                const __m512i prod = _mm512_dpbusd_epi32(nbias[p], wv, a[p]);
+                tacc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[p]), _mm512_cvtepi32_ps(prod), tacc[r][p]);
+            }
+        }
+    }
+}
+
+// hsum of half c % 2 of a tail register.
+float tail_sum(__m512 v, int c) {
+    return hsum(c % 2 == 0 ? _mm512_castps512_ps256(v) : _mm512_extractf32x8_ps(v, 1));
+}
+
+// The reductions of a 2 x 4 register tile, for all 8 pairs at once with the additions
+// of the dot's own reductions, in the same tree (float addition is commutative, so only
+// which values meet matters, not the operand order):
+//   _mm512_reduce_add_ps(a): b[i] = a[i] + a[i+8]; c[i] = b[i] + b[i+4];
+//                            d0 = c0 + c2, d1 = c1 + c3; d0 + d1
+//   hsum(t) of 8 lanes:      the same from b = t on.
+// Level 1 takes the accumulators of two pairs to [b of one | b of the other], which is
+// also how the tail holds its two 8-lane sums; levels 2-4 then reduce four such vectors.
+__m512 reduce_level1(__m512 p, __m512 q) {
+    return _mm512_add_ps(_mm512_shuffle_f32x4(p, q, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_f32x4(p, q, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+
+// x0 .. x3 = [b of pairs (0,0) | (0,1)], [(0,2) | (0,3)], [(1,0) | (1,1)], [(1,2) | (1,3)]
+// (row, column). Returns per 128-bit lane k the sums of pairs (0,k) and (1,k) in
+// elements 0 and 1.
+__m512 reduce_levels234(__m512 x0, __m512 x1, __m512 x2, __m512 x3) {
+    const __m512 y0 = _mm512_add_ps(_mm512_shuffle_f32x4(x0, x1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                    _mm512_shuffle_f32x4(x0, x1, _MM_SHUFFLE(3, 1, 3, 1)));  // c of row 0, per lane
+    const __m512 y1 = _mm512_add_ps(_mm512_shuffle_f32x4(x2, x3, _MM_SHUFFLE(2, 0, 2, 0)),
+                                    _mm512_shuffle_f32x4(x2, x3, _MM_SHUFFLE(3, 1, 3, 1)));  // c of row 1
+    const __m512 z = _mm512_add_ps(_mm512_shuffle_ps(y0, y1, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_ps(y0, y1, _MM_SHUFFLE(3, 2, 3, 2)));  // d0 d1 of both
+    return _mm512_add_ps(_mm512_shuffle_ps(z, z, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_ps(z, z, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// The 2 x 4 sums of 2 x 4 pairs of accumulators, in reduce_levels234's layout.
+__attribute__((always_inline)) inline __m512 reduce_2x4(const __m512 (&acc)[2][4][2]) {
+    __m512 x[2][2];
+    #pragma GCC unroll 16
+    for (int r = 0; r < 2; ++r) {
+        #pragma GCC unroll 16
+        for (int p = 0; p < 2; ++p) {
+            x[r][p] = reduce_level1(_mm512_add_ps(acc[r][2 * p][0], acc[r][2 * p][1]),
+                                    _mm512_add_ps(acc[r][2 * p + 1][0], acc[r][2 * p + 1][1]));
+        }
+    }
+    return reduce_levels234(x[0][0], x[0][1], x[1][0], x[1][1]);
+}
+
+// Stores sums in reduce_levels234's layout: y[c * ldy + r] for the 2 x 4 tile at y.
+void store_2x4(__m512 v, float * y, int64_t ldy) {
+    _mm_storel_pi(reinterpret_cast<__m64 *>(y), _mm512_castps512_ps128(v));
+    _mm_storel_pi(reinterpret_cast<__m64 *>(y + ldy), _mm512_extractf32x4_ps(v, 1));
+    _mm_storel_pi(reinterpret_cast<__m64 *>(y + 2 * ldy), _mm512_extractf32x4_ps(v, 2));
+    _mm_storel_pi(reinterpret_cast<__m64 *>(y + 3 * ldy), _mm512_extractf32x4_ps(v, 3));
+}
+
+__m256i decode_q8_0_unsigned(const Q8_0Block & b) {
+    return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(b.qs)), _mm256_set1_epi8(static_cast<char>(0x80)));
+}
+
+__m256i decode_q4_0_nibbles(const Q4_0Block & b) {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b.qs));
+    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// Q8_0: the operations of q8_0_rows for each pair.
+struct Q8_0Tile {
+    static constexpr int kRT = 2, kCT = 4;
+
+    template <int RT, int CT>
+    static void run(const TileArgs & ta, int64_t r0, int64_t c0) {
+        const int64_t nb = ta.n / kQK, ng = nb / 16, nt = nb % 16;
+        const Q8_0Block * w[RT];
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            w[r] = reinterpret_cast<const Q8_0Block *>(static_cast<const uint8_t *>(ta.w) + (r0 + r) * ta.w_row_bytes);
+        }
+        const Q8_0TileGroup * x[CT];
+        #pragma GCC unroll 16
+        for (int c = 0; c < CT; ++c) {
+            x[c] = reinterpret_cast<const Q8_0TileGroup *>(static_cast<const uint8_t *>(ta.x) + (c0 + c) * ta.x_row_bytes);
+        }
+        const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+        __m512 acc[RT][CT][2];
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) acc[r][c][0] = acc[r][c][1] = _mm512_setzero_ps();
+        }
+        alignas(64) float s[RT][CT][16];
+        for (int64_t g = 0; g < ng; ++g) {
+            #pragma GCC unroll 16
+            for (int r = 0; r < RT; ++r) {
+                const __m512 sw = q8_0_scales(w[r] + 16 * g);
+                #pragma GCC unroll 16
+                for (int c = 0; c < CT; ++c) _mm512_store_ps(s[r][c], _mm512_mul_ps(sw, _mm512_loadu_ps(x[c][g].d)));
+            }
+            #pragma GCC unroll 16
+            for (int k = 0; k < 8; ++k) {
+                const __m512i sidx = pair_scale_index(k);
+                __m512i wu[RT];
+                #pragma GCC unroll 16
+                for (int r = 0; r < RT; ++r) {
+                    wu[r] = _mm512_xor_si512(q8_0_pair(w[r][16 * g + 2 * k], w[r][16 * g + 2 * k + 1]), bias);
+                }
+                #pragma GCC unroll 16
+                for (int r = 0; r < RT; ++r) {
+                    #pragma GCC unroll 16
+                    for (int c = 0; c < CT; ++c) {
+                        const Q8_0TilePair & xp = x[c][g].pairs[k];
+                        const __m512i p = _mm512_dpbusd_epi32(_mm512_loadu_si512(xp.nbias), wu[r], _mm512_loadu_si512(xp.qs));
+                        acc[r][c][k & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(sidx, _mm512_load_ps(s[r][c])),
+                                                           acc[r][c][k & 1]);
+                    }
+                }
+            }
+        }
+        const TileTail * xt[CT];
+        #pragma GCC unroll 16
+        for (int c = 0; c < CT; ++c) xt[c] = reinterpret_cast<const TileTail *>(x[c] + ng);
+        const Q8_0Block * wt[RT];
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) wt[r] = w[r] + 16 * ng;
+        __m512 tacc[RT][(CT + 1) / 2];
+        tile_tail<RT, CT, Q8_0Block, decode_q8_0_unsigned>(wt, xt, nt, tacc);
+        if constexpr (RT == 2 && CT == 4) {
+            const __m512 tail = reduce_levels234(tacc[0][0], tacc[0][1], tacc[1][0], tacc[1][1]);
+            store_2x4(_mm512_add_ps(reduce_2x4(acc), tail), ta.y + c0 * ta.ldy + r0, ta.ldy);
+            return;
+        }
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) {
+                ta.y[(c0 + c) * ta.ldy + r0 + r] =
+                    _mm512_reduce_add_ps(_mm512_add_ps(acc[r][c][0], acc[r][c][1])) + tail_sum(tacc[r][c / 2], c);
+            }
+        }
+    }
+};
+
+// Q4_0: the operations of q4_0_rows for each pair (partial sums per chunk of
+// kQ4_0ChunkGroups groups added in order, then the tail if there is one).
+struct Q4_0Tile {
+    static constexpr int kRT = 2, kCT = 4;
+
+    template <int RT, int CT>
+    static void run(const TileArgs & ta, int64_t r0, int64_t c0) {
+        const int64_t nb = ta.n / kQK, ng = nb / 16, nt = nb % 16;
+        const Q4_0Block * w[RT];
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            w[r] = reinterpret_cast<const Q4_0Block *>(static_cast<const uint8_t *>(ta.w) + (r0 + r) * ta.w_row_bytes);
+        }
+        const Q4_0TileGroup * x[CT];
+        #pragma GCC unroll 16
+        for (int c = 0; c < CT; ++c) {
+            x[c] = reinterpret_cast<const Q4_0TileGroup *>(static_cast<const uint8_t *>(ta.x) + (c0 + c) * ta.x_row_bytes);
+        }
+        const __m512i m4 = _mm512_set1_epi8(0x0F);
+        const __m512i w_words = load_words(kQ4_0QuadWords);
+        float y[RT][CT];
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) y[r][c] = 0.0f;
+        }
+        alignas(64) float s[RT][CT][16];
+        __m512 y24 = _mm512_setzero_ps();  // the 2 x 4 tile's y in reduce_levels234's layout
+        for (int64_t g0 = 0; g0 < ng; g0 += kQ4_0ChunkGroups) {
+            const int64_t g1 = ng - g0 < kQ4_0ChunkGroups ? ng : g0 + kQ4_0ChunkGroups;
+            __m512 acc[RT][CT][2];
+            #pragma GCC unroll 16
+            for (int r = 0; r < RT; ++r) {
+                #pragma GCC unroll 16
+                for (int c = 0; c < CT; ++c) acc[r][c][0] = acc[r][c][1] = _mm512_setzero_ps();
+            }
+            for (int64_t g = g0; g < g1; ++g) {
+                #pragma GCC unroll 16
+                for (int r = 0; r < RT; ++r) {
+                    const __m512 sw = q4_0_group_scales(load_q4_0_group(w[r] + 16 * g));
+                    #pragma GCC unroll 16
+                    for (int c = 0; c < CT; ++c) _mm512_store_ps(s[r][c], _mm512_mul_ps(sw, _mm512_loadu_ps(x[c][g].d)));
+                }
+                #pragma GCC unroll 16
+                for (int q = 0; q < 4; ++q) {
+                    const __m512i quad_words = _mm512_add_epi16(w_words, _mm512_set1_epi16(static_cast<int16_t>(4 * q)));
+                    const __m512i sidx = quad_scale_index(q);
+                    __m512i lo[RT], hi[RT];
+                    #pragma GCC unroll 16
+                    for (int r = 0; r < RT; ++r) {
+                        const auto * p = reinterpret_cast<const uint8_t *>(w[r] + 16 * g);
+                        // The bytes of r[q + 1] in load_q4_0_group: r[4] is 32 bytes, zero-extended.
+                        const __m512i next = q < 3 ? load64(p + 64 * (q + 1))
+                                                   : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p + 256)));
+                        const __m512i v = _mm512_permutex2var_epi16(load64(p + 64 * q), quad_words, next);
+                        lo[r] = _mm512_and_si512(v, m4);
+                        hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                    }
+                    #pragma GCC unroll 16
+                    for (int r = 0; r < RT; ++r) {
+                        #pragma GCC unroll 16
+                        for (int c = 0; c < CT; ++c) {
+                            const Q4_0TileQuad & a = x[c][g].quads[q];
+                            const __m512i p = _mm512_dpbusd_epi32(
+                                _mm512_dpbusd_epi32(_mm512_loadu_si512(a.nbias), lo[r], _mm512_loadu_si512(a.lo)), hi[r],
+                                _mm512_loadu_si512(a.hi));
+                            acc[r][c][q & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(sidx, _mm512_load_ps(s[r][c])),
+                                                               acc[r][c][q & 1]);
+                        }
+                    }
+                }
+            }
+            if constexpr (RT == 2 && CT == 4) {
+                y24 = _mm512_add_ps(y24, reduce_2x4(acc));
+                continue;
+            }
+            #pragma GCC unroll 16
+            for (int r = 0; r < RT; ++r) {
+                #pragma GCC unroll 16
+                for (int c = 0; c < CT; ++c) y[r][c] += _mm512_reduce_add_ps(_mm512_add_ps(acc[r][c][0], acc[r][c][1]));
+            }
+        }
+        if (nt > 0) {
+            const TileTail * xt[CT];
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) xt[c] = reinterpret_cast<const TileTail *>(x[c] + ng);
+            const Q4_0Block * wt[RT];
+            #pragma GCC unroll 16
+            for (int r = 0; r < RT; ++r) wt[r] = w[r] + 16 * ng;
+            __m512 tacc[RT][(CT + 1) / 2];
+            tile_tail<RT, CT, Q4_0Block, decode_q4_0_nibbles>(wt, xt, nt, tacc);
+            if constexpr (RT == 2 && CT == 4) y24 = _mm512_add_ps(y24, reduce_levels234(tacc[0][0], tacc[0][1], tacc[1][0], tacc[1][1]));
+            #pragma GCC unroll 16
+            for (int r = 0; r < RT; ++r) {
+                #pragma GCC unroll 16
+                for (int c = 0; c < CT; ++c) y[r][c] += tail_sum(tacc[r][c / 2], c);
+            }
+        }
+        if constexpr (RT == 2 && CT == 4) {
+            store_2x4(y24, ta.y + c0 * ta.ldy + r0, ta.ldy);
+            return;
+        }
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) ta.y[(c0 + c) * ta.ldy + r0 + r] = y[r][c];
+        }
+    }
+};
+
+// -- F16 / BF16 --
+// The operations of dot_plain for each pair: four accumulators over 64-value steps
+// (accumulator j takes values 16j .. 16j + 15 of each step), then 16-value steps into
+// the first and a masked tail into the second. The activation rows are the f32 rows.
+//
+// Each accumulator is a chain of its own, so they are computed one after the other:
+// with all four live, a register tile had room for 2 x 3 pairs (32 registers), which
+// needs 5 loads per 6 fma and ran at about half the fma peak; one at a time, 4 x 4 pairs
+// need 8 loads per 16 fma (in a scratch loop on one Zen 5 core: 118 -> 170 GFLOP/s).
+// Accumulator j reads one 64-byte line of every four, each line once. The f16 / bf16
+// weights are converted where they are used (4 conversions per 16 fma): converting
+// blocks of rows to f32 once for all activation rows was 12% slower in prefill, the
+// conversion loop waiting on DRAM with nothing to overlap.
+constexpr int64_t kPlainTileBlock = 1024;  // values per block at most
+
+template <__m512 (*load16)(const void *, int64_t), __m512 (*tail16)(const void *, int64_t, __mmask16)>
+struct PlainTile {
+    static constexpr int kRT = 4, kCT = 4;
+
+    template <int RT, int CT>
+    static void run(const TileArgs & ta, int64_t r0, int64_t c0) {
+        const int64_t n = ta.n, n64 = n / 64 * 64, n16 = n / 16 * 16;
+        const void * w[RT];
+        for (int r = 0; r < RT; ++r) w[r] = static_cast<const uint8_t *>(ta.w) + (r0 + r) * ta.w_row_bytes;
+        const float * x[CT];
+        for (int c = 0; c < CT; ++c) {
+            x[c] = reinterpret_cast<const float *>(static_cast<const uint8_t *>(ta.x) + (c0 + c) * ta.x_row_bytes);
+        }
+        __m512 part[4][RT][CT];
+        #pragma GCC unroll 16
+        for (int j = 0; j < 4; ++j) {
+            #pragma GCC unroll 16
+            for (int r = 0; r < RT; ++r) {
+                #pragma GCC unroll 16
+                for (int c = 0; c < CT; ++c) part[j][r][c] = _mm512_setzero_ps();
+            }
+        }
+        // Equal blocks of at most kPlainTileBlock values, in which the four passes find
+        // the rows in L1 (a row of 5632 f32 activations alone is 22 KB); the chains go on
+        // across blocks. 5632 x 2048: 82 -> 132 GFLOP/s on one core.
+        const int64_t n_blocks = (n64 + kPlainTileBlock - 1) / kPlainTileBlock;
+        const int64_t block = n_blocks > 1 ? (n64 / 64 + n_blocks - 1) / n_blocks * 64 : n64;
+        for (int64_t k0 = 0;; k0 += block) {
+            const int64_t k1 = n64 - k0 < block ? n64 : k0 + block;
+            const bool last = k1 == n64;
+            #pragma GCC unroll 4
+            for (int j = 0; j < 4; ++j) {
+                __m512 acc[RT][CT];
+                #pragma GCC unroll 16
+                for (int r = 0; r < RT; ++r) {
+                    #pragma GCC unroll 16
+                    for (int c = 0; c < CT; ++c) acc[r][c] = part[j][r][c];
+                }
+                const auto step = [&](int64_t i) {
+                    __m512 wv[RT];
+                    #pragma GCC unroll 16
+                    for (int r = 0; r < RT; ++r) wv[r] = load16(w[r], i);
+                    #pragma GCC unroll 16
+                    for (int c = 0; c < CT; ++c) {
+                        const __m512 xv = _mm512_loadu_ps(x[c] + i);
+                        #pragma GCC unroll 16
+                        for (int r = 0; r < RT; ++r) acc[r][c] = _mm512_fmadd_ps(wv[r], xv, acc[r][c]);
+                    }
+                };
+                for (int64_t i = k0 + 16 * j; i < k1; i += 64) step(i);
+                if (j == 0 && last) {
+                    for (int64_t i = n64; i < n16; i += 16) step(i);
+                }
+                if (j == 1 && last && n16 < n) {
+                    const __mmask16 m = static_cast<__mmask16>((1u << (n - n16)) - 1);
+                    #pragma GCC unroll 16
+                    for (int r = 0; r < RT; ++r) {
+                        const __m512 wv = tail16(w[r], n16, m);
+                        #pragma GCC unroll 16
+                        for (int c = 0; c < CT; ++c) acc[r][c] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x[c] + n16), acc[r][c]);
+                    }
+                }
+                #pragma GCC unroll 16
+                for (int r = 0; r < RT; ++r) {
+                    #pragma GCC unroll 16
+                    for (int c = 0; c < CT; ++c) part[j][r][c] = acc[r][c];
+                }
+            }
+            if (last) break;
+        }
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) {
+                ta.y[(c0 + c) * ta.ldy + r0 + r] = _mm512_reduce_add_ps(
+                    _mm512_add_ps(_mm512_add_ps(part[0][r][c], part[1][r][c]), _mm512_add_ps(part[2][r][c], part[3][r][c])));
+            }
+        }
+    }
+};
+
+void tile_q8_0(const TileArgs & a) { tile_by<Q8_0Tile>(a); }
+void tile_q4_0(const TileArgs & a) { tile_by<Q4_0Tile>(a); }
+void tile_f16(const TileArgs & a) { tile_by<PlainTile<load16_f16, tail16_f16>>(a); }
+void tile_bf16(const TileArgs & a) { tile_by<PlainTile<load16_bf16, tail16_bf16>>(a); }
+
 // ---- Q4_K ----------------------------------------------------------------------------
 
 // The 8 6-bit scales (bytes 0-7) and 8 mins (bytes 8-15) of a Q4_K block, unpacked in a
@@ -572,6 +1106,188 @@ float dot_q6_k(int64_t n, const void * w_, const void * x_) {
     return _mm512_reduce_add_ps(acc) - hsum(acc_c);
 }
 
+// ---- k-quant tiles -------------------------------------------------------------------
+//
+// The operations of dot_q4_k / dot_q6_k for each pair of a kRT x kCT register tile: the
+// weight block's scales and quants are unpacked once for the kCT activation rows, which
+// are the converted Q8_K rows.
+
+template <class Block, int RT, int CT>
+struct KTileRows {
+    const Block * w[RT];
+    const Q8_KBlock * x[CT];
+    KTileRows(const TileArgs & ta, int64_t r0, int64_t c0) {
+        for (int r = 0; r < RT; ++r) {
+            w[r] = reinterpret_cast<const Block *>(static_cast<const uint8_t *>(ta.w) + (r0 + r) * ta.w_row_bytes);
+        }
+        for (int c = 0; c < CT; ++c) {
+            x[c] = reinterpret_cast<const Q8_KBlock *>(static_cast<const uint8_t *>(ta.x) + (c0 + c) * ta.x_row_bytes);
+        }
+    }
+};
+
+struct Q4_KTile {
+    static constexpr int kRT = 2, kCT = 4;
+
+    template <int RT, int CT>
+    static void run(const TileArgs & ta, int64_t r0, int64_t c0) {
+        const KTileRows<Q4_KBlock, RT, CT> t(ta, r0, c0);
+        const __m512i m4 = _mm512_set1_epi8(0x0F);
+        __m512 acc[RT][CT];
+        __m128 acc_m[RT][CT];
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) {
+                acc[r][c] = _mm512_setzero_ps();
+                acc_m[r][c] = _mm_setzero_ps();
+            }
+        }
+        for (int64_t b = 0; b < ta.n / kQK_K; ++b) {
+            __m128i mins[RT];
+            __m512i sc[RT];
+            #pragma GCC unroll 16
+            for (int r = 0; r < RT; ++r) {
+                const __m128i sm = q4_k_scales_mins(t.w[r][b].scales);
+                sc[r] = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sm));
+                mins[r] = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
+            }
+            __m512i sumi[RT][CT][2];
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) {
+                const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(t.x[c][b].bsums));
+                const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+                #pragma GCC unroll 16
+                for (int r = 0; r < RT; ++r) {
+                    const float dmin = t.x[c][b].d * f16(t.w[r][b].dmin);
+                    acc_m[r][c] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins[r], q8s)), acc_m[r][c]);
+                    sumi[r][c][0] = sumi[r][c][1] = _mm512_setzero_si512();
+                }
+            }
+            #pragma GCC unroll 4
+            for (int k = 0; k < 4; ++k) {
+                __m512i v[RT], s[RT];
+                #pragma GCC unroll 16
+                for (int r = 0; r < RT; ++r) {
+                    v[r] = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(t.w[r][b].qs + 32 * k)));
+                    v[r] = _mm512_and_si512(_mm512_mask_srli_epi16(v[r], 0xFFFF0000u, v[r], 4), m4);
+                    s[r] = _mm512_shuffle_epi8(sc[r], word_pair_shuffle(2 * k));
+                }
+                #pragma GCC unroll 16
+                for (int c = 0; c < CT; ++c) {
+                    const __m512i a = _mm512_loadu_si512(t.x[c][b].qs + 64 * k);
+                    #pragma GCC unroll 16
+                    for (int r = 0; r < RT; ++r) {
+                        sumi[r][c][k & 1] = _mm512_dpwssd_epi32(sumi[r][c][k & 1], _mm512_maddubs_epi16(v[r], a), s[r]);
+                    }
+                }
+            }
+            #pragma GCC unroll 16
+            for (int r = 0; r < RT; ++r) {
+                #pragma GCC unroll 16
+                for (int c = 0; c < CT; ++c) {
+                    const float d = t.x[c][b].d * f16(t.w[r][b].d);
+                    acc[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(sumi[r][c][0], sumi[r][c][1])),
+                                                acc[r][c]);
+                }
+            }
+        }
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) {
+                __m128 m = _mm_add_ps(acc_m[r][c], _mm_movehl_ps(acc_m[r][c], acc_m[r][c]));
+                m = _mm_add_ss(m, _mm_movehdup_ps(m));
+                ta.y[(c0 + c) * ta.ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][c]) - _mm_cvtss_f32(m);
+            }
+        }
+    }
+};
+
+struct Q6_KTile {
+    static constexpr int kRT = 1, kCT = 4;
+
+    template <int RT, int CT>
+    static void run(const TileArgs & ta, int64_t r0, int64_t c0) {
+        const KTileRows<Q6_KBlock, RT, CT> t(ta, r0, c0);
+        const __m512i m4 = _mm512_set1_epi8(0x0F);
+        const __m512i m30 = _mm512_set1_epi8(0x30);
+        const __m512i shuf_a = word_quad_shuffle(0);
+        const __m512i shuf_b = word_quad_shuffle(4);
+        __m512 acc[RT][CT];
+        __m256 acc_c[RT][CT];
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) {
+                acc[r][c] = _mm512_setzero_ps();
+                acc_c[r][c] = _mm256_setzero_ps();
+            }
+        }
+        for (int64_t b = 0; b < ta.n / kQK_K; ++b) {
+            __m256i sc16[RT];
+            #pragma GCC unroll 16
+            for (int r = 0; r < RT; ++r) {
+                sc16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(t.w[r][b].scales)));
+            }
+            __m512i sumi[RT][CT][2];
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) {
+                const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(t.x[c][b].bsums));
+                #pragma GCC unroll 16
+                for (int r = 0; r < RT; ++r) {
+                    const float d = t.x[c][b].d * f16(t.w[r][b].d);
+                    const __m256i corr = _mm256_madd_epi16(sc16[r], bsums);
+                    acc_c[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(32.0f * d), _mm256_cvtepi32_ps(corr), acc_c[r][c]);
+                    sumi[r][c][0] = sumi[r][c][1] = _mm512_setzero_si512();
+                }
+            }
+            #pragma GCC unroll 2
+            for (int h = 0; h < 2; ++h) {
+                __m512i qa[RT], qb[RT], sa[RT], sb[RT];
+                #pragma GCC unroll 16
+                for (int r = 0; r < RT; ++r) {
+                    const __m512i sc = _mm512_broadcast_i32x4(h == 0 ? _mm256_castsi256_si128(sc16[r]) : _mm256_extracti128_si256(sc16[r], 1));
+                    const __m512i ql = _mm512_loadu_si512(t.w[r][b].ql + 64 * h);
+                    const __m512i qhb = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(t.w[r][b].qh + 32 * h)));
+                    const __m512i tt = _mm512_mask_srli_epi16(qhb, 0xFFFF0000u, qhb, 2);
+                    qa[r] = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_slli_epi16(tt, 4), m30));
+                    qb[r] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(tt, m30));
+                    sa[r] = _mm512_shuffle_epi8(sc, shuf_a);
+                    sb[r] = _mm512_shuffle_epi8(sc, shuf_b);
+                }
+                #pragma GCC unroll 16
+                for (int c = 0; c < CT; ++c) {
+                    const __m512i xa = _mm512_loadu_si512(t.x[c][b].qs + 128 * h);
+                    const __m512i xb = _mm512_loadu_si512(t.x[c][b].qs + 128 * h + 64);
+                    #pragma GCC unroll 16
+                    for (int r = 0; r < RT; ++r) {
+                        sumi[r][c][0] = _mm512_dpwssd_epi32(sumi[r][c][0], _mm512_maddubs_epi16(qa[r], xa), sa[r]);
+                        sumi[r][c][1] = _mm512_dpwssd_epi32(sumi[r][c][1], _mm512_maddubs_epi16(qb[r], xb), sb[r]);
+                    }
+                }
+            }
+            #pragma GCC unroll 16
+            for (int r = 0; r < RT; ++r) {
+                #pragma GCC unroll 16
+                for (int c = 0; c < CT; ++c) {
+                    const float d = t.x[c][b].d * f16(t.w[r][b].d);
+                    acc[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(sumi[r][c][0], sumi[r][c][1])),
+                                                acc[r][c]);
+                }
+            }
+        }
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            #pragma GCC unroll 16
+            for (int c = 0; c < CT; ++c) ta.y[(c0 + c) * ta.ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][c]) - hsum(acc_c[r][c]);
+        }
+    }
+};
+
+void tile_q4_k(const TileArgs & a) { tile_by<Q4_KTile>(a); }
+void tile_q6_k(const TileArgs & a) { tile_by<Q6_KTile>(a); }
+
 }  // namespace
 
 const IsaKernels kAvx512Kernels = {
@@ -579,6 +1295,9 @@ const IsaKernels kAvx512Kernels = {
     .q8_k_from_float = q8_k_from_float,
     .dot = {dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_k, dot_q6_k},
     .rows = {nullptr, nullptr, nullptr, rows_q8_0, rows_q4_0, nullptr, nullptr},
+    .tiles = {{}, {tile_f16, nullptr, nullptr}, {tile_bf16, nullptr, nullptr},
+              {tile_q8_0, packed_bytes_q<Q8_0TileGroup>, pack_q8_0}, {tile_q4_0, packed_bytes_q<Q4_0TileGroup>, pack_q4_0},
+              {tile_q4_k, nullptr, nullptr}, {tile_q6_k, nullptr, nullptr}},
 };
 
 }  // namespace toyllm::cpu::kernels

@@ -58,11 +58,38 @@ struct RowsArgs {
 };
 using RowsFn = void (*)(const RowsArgs & a);
 
+// A tile of a matmul with several activation rows (prefill): n_rows consecutive weight
+// rows times n_cols activation rows, each prepared by the kind's pack (below). Every
+// y[c * ldy + r] must be bit-identical to dot() of that pair at the same level.
+struct TileArgs {
+    const void * w;       // first weight row
+    int64_t w_row_bytes;  // distance between weight rows
+    int64_t n_rows;
+    const void * x;       // first prepared activation row
+    int64_t x_row_bytes;  // distance between prepared activation rows
+    int64_t n_cols;
+    int64_t n;            // values per row
+    float * y;            // y[c * ldy + r] for r < n_rows, c < n_cols
+    int64_t ldy;
+};
+using TileFn = void (*)(const TileArgs & a);
+// Bytes of one activation row as tile() wants it, and the conversion from the row in
+// vec_dot_type (pack may rearrange it and precompute what depends on it alone).
+using PackedBytesFn = int64_t (*)(int64_t n);
+using PackFn = void (*)(const void * x_conv, void * x_packed, int64_t n);
+
+struct TileKernel {
+    TileFn tile;                 // nullptr: vec_dot.cpp loops over dot
+    PackedBytesFn packed_bytes;  // nullptr: tile reads the converted row as is
+    PackFn pack;
+};
+
 struct IsaKernels {
     FromFloatFn q8_0_from_float;  // bit-identical to quantize_row(Q8_0) at every level
     FromFloatFn q8_k_from_float;  // bit-identical to ggml's quantize_row_q8_K_ref
     DotFn dot[kWeightKinds];
     RowsFn rows[kWeightKinds];    // nullptr: vec_dot.cpp loops over dot
+    TileKernel tiles[kWeightKinds];
 };
 
 #if defined(TOYLLM_X86)
