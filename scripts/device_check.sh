@@ -26,6 +26,9 @@ for a in "$@"; do
         *) echo "unknown option $a" >&2; exit 2 ;;
     esac
 done
+# The reference data (stories260K): shared/ in the checkout when it has one, else the
+# tests' default (../shared beside the sources).
+if [ -z "${TOYLLM_SHARED:-}" ] && [ -d shared/models ]; then export TOYLLM_SHARED="$PWD/shared"; fi
 t_start=$SECONDS
 step() { echo "== [$((SECONDS - t_start)) s] $*"; }
 
