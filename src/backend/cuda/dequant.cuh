@@ -7,22 +7,31 @@
 
 #include "toyllm/dtype.h"
 
+#include <cstring>
+
 namespace toyllm::cuda {
 
-__device__ inline float half_at(const uint8_t * p) {
+// Host and device: the host builds of the same code check it against quant.cpp.
+__host__ __device__ inline float bits_to_float(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+__host__ __device__ inline float half_at(const uint8_t * p) {
     const uint16_t bits = static_cast<uint16_t>(p[0] | (p[1] << 8));
     return __half2float(__ushort_as_half(bits));
 }
 
 // Value i of a row of type t starting at `row`.
-__device__ inline float load_value(DType t, const uint8_t * row, int64_t i) {
+__host__ __device__ inline float load_value(DType t, const uint8_t * row, int64_t i) {
     switch (t) {
         case DType::F32:
             return reinterpret_cast<const float *>(row)[i];
         case DType::F16:
-            return __half2float(reinterpret_cast<const __half *>(row)[i]);
+            return half_at(row + 2 * i);
         case DType::BF16:
-            return __uint_as_float(static_cast<uint32_t>(reinterpret_cast<const uint16_t *>(row)[i]) << 16);
+            return bits_to_float(static_cast<uint32_t>(row[2 * i] | (row[2 * i + 1] << 8)) << 16);
         case DType::Q8_0: {
             const uint8_t * b = row + (i / 32) * 34;
             return static_cast<float>(static_cast<int8_t>(b[2 + i % 32])) * half_at(b);
@@ -72,7 +81,7 @@ __device__ inline float load_value(DType t, const uint8_t * row, int64_t i) {
             return d * static_cast<float>(sc[l / 16 + 2 * quarter]) * static_cast<float>(q - 32);
         }
         default:
-            return __int_as_float(0x7fc00000);  // NaN: the host refuses other types first
+            return bits_to_float(0x7fc00000u);  // NaN: the host refuses other types first
     }
 }
 
