@@ -40,12 +40,14 @@ if [ "$SKIP_BUILD" = 0 ]; then
     cmake --preset cuda -DCMAKE_CUDA_ARCHITECTURES=native -DTOYLLM_BENCH=OFF > "$OUT_DIR/configure.log" 2>&1 \
         || { tail -30 "$OUT_DIR/configure.log"; exit 1; }
     step "build"
-    cmake --build "$BUILD" -j "$(nproc)" --target toyllm_cli test_cuda_ops > "$OUT_DIR/build.log" 2>&1 \
+    cmake --build "$BUILD" -j "$(nproc)" --target toyllm_cli test_cuda_ops test_cuda_dequant > "$OUT_DIR/build.log" 2>&1 \
         || { grep -E "error|Error" "$OUT_DIR/build.log" | head -40; tail -20 "$OUT_DIR/build.log"; exit 1; }
 fi
 
 step "CUDA tests"
 status=0
+"$BUILD/tests/test_cuda_dequant" --gtest_brief=1 > "$OUT_DIR/test_cuda_dequant.log" 2>&1 || status=$?
+tail -3 "$OUT_DIR/test_cuda_dequant.log"
 timeout 180 "$BUILD/tests/test_cuda_ops" --gtest_brief=1 > "$OUT_DIR/test_cuda_ops.log" 2>&1 || status=$?
 tail -40 "$OUT_DIR/test_cuda_ops.log"
 echo "test_cuda_ops exit status: $status"

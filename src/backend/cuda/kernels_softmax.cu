@@ -2,7 +2,10 @@
 // row, then (for the mean loss) one block combining the rows in a fixed order.
 #include "backend/cuda/common.cuh"
 
+#include "toyllm/error.h"
+
 #include <cmath>
+#include <string>
 
 namespace toyllm::cuda {
 
@@ -111,6 +114,19 @@ __global__ void cross_entropy_back_kernel(View logits, View targets, View dx, in
     }
 }
 
+// Host check of the targets when they are a leaf (their host memory is current), with
+// the CPU kernel's message.
+void check_targets(const Tensor * targets, int32_t ignore, int64_t n_vocab) {
+    if (targets->op != Op::NONE || targets->data == nullptr) return;
+    for (int64_t r = 0; r < targets->n_elements(); ++r) {
+        const int64_t i0 = r % targets->ne[0], i1 = r / targets->ne[0];
+        const int32_t t = *reinterpret_cast<const int32_t *>(static_cast<const uint8_t *>(targets->data) + i0 * targets->nb[0] + i1 * targets->nb[1]);
+        if (t != ignore && (t < 0 || t >= n_vocab)) {
+            throw Error("cross_entropy: target " + std::to_string(t) + " outside the vocabulary of " + std::to_string(n_vocab));
+        }
+    }
+}
+
 }  // namespace
 
 void kernel_softmax(const Exec & e, const NodeArgs & a) {
@@ -127,6 +143,7 @@ void kernel_softmax_back(const Exec & e, const NodeArgs & a) {
 void kernel_cross_entropy(const Exec & e, const NodeArgs & a) {
     const Tensor * logits = a.node->src[0];
     const int64_t n_rows = logits->n_rows();
+    check_targets(a.node->src[1], a.node->params.i[0], logits->ne[0]);
     auto * loss = static_cast<double *>(e.scratch(static_cast<size_t>(n_rows) * sizeof(double)));
     cross_entropy_rows<<<grid_for(n_rows, 1), kBlock, 0, e.stream>>>(view_of(logits, a.src[0]), view_of(a.node->src[1], a.src[1]),
                                                                    a.node->params.i[0], loss);
