@@ -12,6 +12,8 @@
 //                                                     to 8 bits (Q8_0 / Q8_K), the GPU
 //                                                     kernels multiply by f32 activations
 //   backward cases                         1e-4       a few f32 ops chained, sums of ~100
+//   stories260K logits, f32 / q8_0         1e-4 / 5e-2  five layers; q8_0: the activation
+//                                                     rounding of the CPU's quantized matmuls
 //
 // Without a GPU every test but the error message one is skipped, saying why.
 #include "model_testing.h"
@@ -19,6 +21,7 @@
 #include "toyllm/graph.h"
 #include "toyllm/ops.h"
 #include "toyllm/quant.h"
+#include "toyllm/session.h"
 
 #include <gtest/gtest.h>
 
@@ -373,6 +376,32 @@ TEST(CudaBackward, EmbeddingRopeSwigluViews) {
 }
 
 // ---- a real model ------------------------------------------------------------------
+
+// Session on both devices: a prompt in chunks of 4 (KV-cache appends between computes,
+// the cache resident on the device), every position's logits, then a few decode steps.
+void expect_session_parity(const char * file, double tol) {
+    TOYLLM_REQUIRE_SHARED(path, std::string("models/stories260K/") + file);
+    auto m = Model::load(path.string());
+    const std::vector<int32_t> prompt = {1, 403, 407, 261, 378, 24, 64, 25, 330, 359, 11};
+    SessionConfig sc{.n_ctx = 64, .n_batch = 4, .n_threads = 2};
+    Session cpu(*m, sc);
+    sc.device = "cuda";
+    Session gpu(*m, sc);
+    EXPECT_LE(normalized_error(cpu.eval(prompt, true), gpu.eval(prompt, true)), tol) << "prompt";
+    for (int32_t id : {42, 7, 300}) {
+        EXPECT_LE(normalized_error(cpu.eval(std::span<const int32_t>(&id, 1)), gpu.eval(std::span<const int32_t>(&id, 1))), tol) << "token " << id;
+    }
+}
+
+TEST(CudaModel, Stories260KSessionLogitsF32) {
+    REQUIRE_CUDA(be);
+    expect_session_parity("stories260K.gguf", 1e-4);
+}
+
+TEST(CudaModel, Stories260KSessionLogitsQ8_0) {
+    REQUIRE_CUDA(be);
+    expect_session_parity("stories260K-q8_0.gguf", 5e-2);
+}
 
 TEST(CudaModel, Stories260KGreedyEqualsCpu) {
     REQUIRE_CUDA(be);
