@@ -79,6 +79,11 @@ PY
         else
             echo "| $preset | $type | failed | $(tail -1 "$OUT_DIR/bench-$preset-$type.err") |" >> "$table"
         fi
+        if [ "$preset" = b135m ]; then
+            # Time per op (TOYLLM_PROFILE: CUDA events around every node), one short round.
+            TOYLLM_PROFILE=1 timeout 60 "$TOYLLM" bench -m "$f" -p "$P" -n 32 -r 1 --device cuda > /dev/null \
+                2> "$OUT_DIR/profile-$preset-$type.txt" || true
+        fi
         rm -f "$f"  # disk: the tinyllama files are 1-2 GB each
     done
 done

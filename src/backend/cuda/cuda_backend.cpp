@@ -17,17 +17,23 @@
 //   and the host copy equals it after every compute.
 //
 // One stream; kernels run in node order; scratch blocks come from the caching allocator
-// and go back to it after each node.
+// and go back to it after each node. TOYLLM_PROFILE=1 times every node with CUDA events
+// and prints the time per op when the backend is destroyed (as the CPU backend does).
 #include "backend/cuda/cuda_backend.h"
 
 #include "backend/cuda/device_allocator.h"
 #include "backend/cuda/kernels.h"
 
+#include "ops/op_table.h"
+
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -90,10 +96,14 @@ class CudaBackend : public Backend {
         int dev = 0;
         check(cudaGetDevice(&dev), "cudaGetDevice");
         check(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, dev), "reading the SM count");
+        const char * env = std::getenv("TOYLLM_PROFILE");
+        profile_ = env != nullptr && env[0] != '\0' && env[0] != '0';
     }
 
     ~CudaBackend() override {
         cudaStreamSynchronize(stream_);
+        if (profile_) print_profile();
+        for (cudaEvent_t e : events_) cudaEventDestroy(e);
         for (auto & [t, c] : leaves_) device_->alloc.free(c.dev);
         cublasDestroy(cublas_);
         cudaStreamDestroy(stream_);
@@ -115,10 +125,15 @@ class CudaBackend : public Backend {
         upload_leaves(g);
         const Exec exec{stream_, cublas_, &CudaBackend::scratch_thunk, this, sm_count_};
         const auto & nodes = g.nodes();
+        std::vector<const Tensor *> timed;
         for (size_t i = 0; i < nodes.size(); ++i) {
             Tensor * node = nodes[i];
             const CudaKernel kern = cuda_kernel(node->op);
             if (kern == nullptr) continue;
+            if (profile_) {
+                record_event(2 * timed.size());
+                timed.push_back(node);
+            }
             if (!supports(*node)) {
                 throw Error("cuda backend: node '" + node->name + "' reads " + std::string(dtype_name(node->src[0]->type)) +
                             ", which the device kernels do not convert");
@@ -128,11 +143,13 @@ class CudaBackend : public Backend {
                 if (node->src[s] != nullptr) args.src[s] = device_ptr(*mem, node->src[s]);
             }
             kern(exec, args);
+            if (profile_) record_event(2 * timed.size() - 1);
             for (void * p : scratch_) device_->alloc.free(p);
             scratch_.clear();
         }
         download(g, *mem);
         check(cudaStreamSynchronize(stream_), "running the graph");
+        if (profile_) collect_profile(timed);
         evict_unused();
     }
 
@@ -253,6 +270,44 @@ class CudaBackend : public Backend {
         }
     }
 
+    // Event k of this compute (two per timed node: before and after).
+    void record_event(size_t k) {
+        while (events_.size() <= k) {
+            cudaEvent_t e;
+            check(cudaEventCreate(&e), "creating a profiling event");
+            events_.push_back(e);
+        }
+        check(cudaEventRecord(events_[k], stream_), "recording a profiling event");
+    }
+
+    void collect_profile(const std::vector<const Tensor *> & timed) {
+        for (size_t i = 0; i < timed.size(); ++i) {
+            float ms = 0.0f;
+            check(cudaEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]), "reading a profiling event");
+            const Tensor * node = timed[i];
+            std::string key = ops::op_info(node->op).name;
+            if (node->op == Op::MATMUL) {
+                key += node->params.i[0] != 0 ? " (transposed a)" : " (a " + std::string(dtype_name(node->src[0]->type)) + ")";
+            }
+            if (node->view_src != nullptr) key += " (in place)";
+            Profile & p = profile_by_op_[key];
+            p.seconds += ms * 1e-3;
+            ++p.calls;
+        }
+    }
+
+    void print_profile() const {
+        double total = 0.0;
+        for (const auto & [k, v] : profile_by_op_) total += v.seconds;
+        std::vector<std::pair<std::string, Profile>> rows(profile_by_op_.begin(), profile_by_op_.end());
+        std::sort(rows.begin(), rows.end(), [](const auto & a, const auto & b) { return a.second.seconds > b.second.seconds; });
+        std::fprintf(stderr, "cuda backend profile: %.3f s in kernels (events around each node)\n", total);
+        for (const auto & [k, v] : rows) {
+            std::fprintf(stderr, "  %-32s %9.3f s %5.1f%% %8ld calls %9.2f us per call\n", k.c_str(), v.seconds, 100.0 * v.seconds / total, v.calls,
+                         1e6 * v.seconds / static_cast<double>(std::max<long>(v.calls, 1)));
+        }
+    }
+
     static void * scratch_thunk(void * self, size_t bytes) {
         auto * b = static_cast<CudaBackend *>(self);
         void * p = b->device_->alloc.alloc(bytes == 0 ? 1 : bytes);
@@ -267,6 +322,13 @@ class CudaBackend : public Backend {
     int64_t n_computes_ = 0;
     std::unordered_map<const Tensor *, LeafCopy> leaves_;
     std::vector<void *> scratch_;
+    bool profile_ = false;
+    struct Profile {
+        double seconds = 0.0;
+        long calls = 0;
+    };
+    std::map<std::string, Profile> profile_by_op_;
+    std::vector<cudaEvent_t> events_;
 };
 
 }  // namespace
