@@ -50,6 +50,11 @@ status=0
 tail -3 "$OUT_DIR/test_cuda_dequant.log"
 timeout 180 "$BUILD/tests/test_cuda_ops" --gtest_brief=1 > "$OUT_DIR/test_cuda_ops.log" 2>&1 || status=$?
 tail -40 "$OUT_DIR/test_cuda_ops.log"
+# On the GPU machine a skip for want of a device is a failure, not a pass.
+if grep -q "no CUDA device" "$OUT_DIR/test_cuda_ops.log"; then
+    echo "the CUDA tests were skipped: no device"
+    status=1
+fi
 echo "test_cuda_ops exit status: $status"
 
 step "bench"
