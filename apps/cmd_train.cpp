@@ -36,6 +36,7 @@ std::vector<OptionSpec> training_options(std::vector<OptionSpec> specific) {
         {"--grad-clip", "G", "clip gradients to this global norm; 0 = off (default 1)"},
         {"--stop-at", "N", "stop after step N with a checkpoint, as if interrupted (Ctrl-C does the same)"},
         {"--threads", "N", "CPU threads (default: " + std::to_string(hw == 0 ? 1 : hw) + ", the cores available)"},
+        {"--device", "D", "cpu or cuda (default cpu; AdamW runs on the host either way)"},
     };
     specific.insert(specific.end(), common.begin(), common.end());
     return specific;
@@ -85,6 +86,7 @@ std::string duration(double s) {
 int run(const Args & args, RunSpec s) {
     const bool resume = args.has("--resume");
     if (resume) s.run_dir = *args.get("--resume");
+    s.train.device = args.get("--device").value_or("cpu");
     s.stop_at = args.get_int("--stop-at", 0);
     const bool tty = isatty(STDERR_FILENO) != 0;
     double elapsed = 0.0;

@@ -14,6 +14,7 @@ namespace {
 Tensor * i32_input(Context & ctx, const std::vector<int32_t> & v, const char * name) {
     Tensor * t = ctx.new_tensor(DType::I32, {static_cast<int64_t>(v.size())}, name);
     ctx.alloc(t);
+    t->flags |= TENSOR_INPUT;
     std::copy(v.begin(), v.end(), t->data_as<int32_t>());
     return t;
 }
@@ -55,9 +56,9 @@ int32_t argmax(const float * x, int64_t n) {
     return best;
 }
 
-std::vector<int32_t> greedy(Model & m, const std::vector<int32_t> & prompt, size_t n_new) {
+std::vector<int32_t> greedy(Model & m, const std::vector<int32_t> & prompt, size_t n_new, std::string_view device) {
     KvCache cache = m.make_cache(512, 1);
-    auto backend = make_backend("cpu", {.n_threads = 1});
+    auto backend = make_backend(device, {.n_threads = 1});
     std::vector<int32_t> out;
     std::vector<int32_t> next = prompt;
     while (out.size() < n_new) {

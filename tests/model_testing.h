@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <string_view>
+
 namespace toyllm::testing {
 
 nlohmann::json read_json(const std::filesystem::path & p);
@@ -21,8 +23,9 @@ std::vector<float> prompt_logits(const Model & m, const std::vector<int32_t> & i
 
 int32_t argmax(const float * x, int64_t n);
 
-// Greedy decoding with the KV cache: the prompt in one forward, then one token at a time.
-std::vector<int32_t> greedy(Model & m, const std::vector<int32_t> & prompt, size_t n_new);
+// Greedy decoding with the KV cache: the prompt in one forward, then one token at a time,
+// on `device` ("cpu" or "cuda").
+std::vector<int32_t> greedy(Model & m, const std::vector<int32_t> & prompt, size_t n_new, std::string_view device = "cpu");
 
 // Largest |logit - run.c's logit| over the positions of ref["logits_once_upon_a_time"];
 // also expects the argmax of every position to be run.c's.

@@ -71,7 +71,10 @@ class Backend {
     virtual void compute(Graph & g) = 0;
 };
 
-// "cpu" (always) or "cuda" (when built with TOYLLM_CUDA; else an Error that says so).
+// "cpu" (always) or "cuda" (when built with TOYLLM_CUDA; else an Error that says so, and
+// "no CUDA device found (cudaGetDeviceCount: ...)" on a machine without a GPU). The CUDA
+// backend uploads a leaf once and treats it as constant unless it is flagged TENSOR_INPUT
+// or TENSOR_PARAM: flag every leaf the host rewrites between computes.
 std::unique_ptr<Backend> make_backend(std::string_view device, const BackendConfig & cfg);
 
 }  // namespace toyllm

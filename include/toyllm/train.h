@@ -34,6 +34,8 @@ struct TrainOptions {
     float weight_decay = 0.0f;
     float grad_clip = 1.0f;      // global-norm clipping; 0 = off
     int n_threads = 2;
+    std::string device = "cpu";  // backend of the forward/backward ("cpu" or "cuda"); not saved
+                                 // with the run: a resumed run may use another
 };
 
 // The learning rate of optimizer step `step` (0-based): linear warmup to lr over

@@ -28,6 +28,9 @@ std::vector<float> Session::eval(std::span<const int32_t> tokens, bool all_logit
         Tensor * pos = ctx->new_tensor(DType::I32, {static_cast<int64_t>(n)}, "positions");
         ctx->alloc(ids);
         ctx->alloc(pos);
+        // Set by the host before each compute: a device backend uploads them every time.
+        ids->flags |= TENSOR_INPUT;
+        pos->flags |= TENSOR_INPUT;
         std::copy_n(tokens.data() + at, n, ids->data_as<int32_t>());
         std::iota(pos->data_as<int32_t>(), pos->data_as<int32_t>() + n, static_cast<int32_t>(cache_.n_past));
         const ForwardInputs in{.tokens = ids, .positions = pos, .cache = &cache_, .taps = cfg_.taps,

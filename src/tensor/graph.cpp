@@ -62,6 +62,7 @@ void Graph::build_backward(Context & ctx, Tensor * loss) {
         if (p->grad == nullptr) {
             p->grad = ctx.new_tensor(DType::F32, p->ne, p->name + ".grad");
             ctx.alloc(p->grad);
+            p->grad->flags |= TENSOR_INPUT;  // zero_grads() rewrites it on the host
         }
         Tensor * acc = ops::add_inplace(ctx, p->grad, g);
         acc->name = p->name + ".grad_acc";

@@ -267,6 +267,7 @@ RunResult run_training(const RunSpec & spec_in, bool resume, const std::function
     if (resume) {
         s = load_run_spec(spec_in.run_dir);
         s.stop_at = spec_in.stop_at;
+        s.train.device = spec_in.train.device;
         ckpt = latest_checkpoint(s.run_dir);
     } else {
         if (fs::exists(fs::path(s.run_dir) / "config.json")) {

@@ -88,7 +88,7 @@ Trainer::Trainer(Model & model, std::vector<Tensor *> params, const Dataset & da
     }
     optimizer_ = std::make_unique<AdamW>(pctx_, params_,
                                          AdamWConfig{.lr = opts_.lr, .weight_decay = opts_.weight_decay, .grad_clip = opts_.grad_clip});
-    backend_ = make_backend("cpu", {.n_threads = opts_.n_threads});
+    backend_ = make_backend(opts_.device, {.n_threads = opts_.n_threads});
 }
 
 Trainer::~Trainer() = default;

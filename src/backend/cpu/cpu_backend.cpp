@@ -7,6 +7,10 @@
 #include "ops/op_table.h"
 #include "toyllm/graph.h"
 
+#ifdef TOYLLM_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -136,7 +140,13 @@ class CpuBackend : public Backend {
 
 std::unique_ptr<Backend> make_backend(std::string_view device, const BackendConfig & cfg) {
     if (device == "cpu") return std::make_unique<CpuBackend>(cfg);
-    if (device == "cuda") throw Error("device cuda: this build of toyllm has no CUDA backend (configure with -DTOYLLM_CUDA=ON)");
+    if (device == "cuda") {
+#ifdef TOYLLM_HAVE_CUDA
+        return cuda::make_cuda_backend(cfg);
+#else
+        throw Error("device cuda: this build of toyllm has no CUDA backend (configure with -DTOYLLM_CUDA=ON)");
+#endif
+    }
     throw Error("unknown device '" + std::string(device) + "' (expected cpu or cuda)");
 }
 

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The GPU checks, in one run on a machine with an NVIDIA GPU (meant to finish in under
+# 6 minutes on an H100):
+#   1. configure and build with the CUDA backend for this machine's GPU (preset cuda,
+#      CMAKE_CUDA_ARCHITECTURES=native), only what the checks need;
+#   2. the CUDA tests (tests/test_cuda_ops.cpp: every op against the CPU backend,
+#      stories260K greedy tokens equal to the CPU's);
+#   3. `toyllm bench --device cuda` on random b135m and tinyllama-1.1b models made by
+#      `toyllm init`, in f16 and q8_0, printed as one table.
+# Logs and the table go to $OUT when it is set (the device runner's output folder),
+# else to build/device_check/.
+#
+#   scripts/device_check.sh [--skip-build] [--quick]
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+OUT_DIR="${OUT:-build/device_check}"
+mkdir -p "$OUT_DIR"
+BUILD=build/cuda
+QUICK=0
+SKIP_BUILD=0
+for a in "$@"; do
+    case "$a" in
+        --quick) QUICK=1 ;;
+        --skip-build) SKIP_BUILD=1 ;;
+        *) echo "unknown option $a" >&2; exit 2 ;;
+    esac
+done
+# The reference data (stories260K): shared/ in the checkout when it has one, else the
+# tests' default (../shared beside the sources).
+if [ -z "${TOYLLM_SHARED:-}" ] && [ -d shared/models ]; then export TOYLLM_SHARED="$PWD/shared"; fi
+t_start=$SECONDS
+step() { echo "== [$((SECONDS - t_start)) s] $*"; }
+
+step "GPU"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT_DIR/gpu.txt" || true
+
+if [ "$SKIP_BUILD" = 0 ]; then
+    step "configure ($BUILD)"
+    cmake --preset cuda -DCMAKE_CUDA_ARCHITECTURES=native -DTOYLLM_BENCH=OFF > "$OUT_DIR/configure.log" 2>&1 \
+        || { tail -30 "$OUT_DIR/configure.log"; exit 1; }
+    step "build"
+    cmake --build "$BUILD" -j "$(nproc)" --target toyllm_cli test_cuda_ops test_cuda_dequant > "$OUT_DIR/build.log" 2>&1 \
+        || { grep -E "error|Error" "$OUT_DIR/build.log" | head -40; tail -20 "$OUT_DIR/build.log"; exit 1; }
+fi
+
+step "CUDA tests"
+status=0
+"$BUILD/tests/test_cuda_dequant" --gtest_brief=1 > "$OUT_DIR/test_cuda_dequant.log" 2>&1 || status=$?
+tail -3 "$OUT_DIR/test_cuda_dequant.log"
+timeout 180 "$BUILD/tests/test_cuda_ops" --gtest_brief=1 > "$OUT_DIR/test_cuda_ops.log" 2>&1 || status=$?
+tail -40 "$OUT_DIR/test_cuda_ops.log"
+# On the GPU machine a skip for want of a device is a failure, not a pass.
+if grep -q "no CUDA device" "$OUT_DIR/test_cuda_ops.log"; then
+    echo "the CUDA tests were skipped: no device"
+    status=1
+fi
+echo "test_cuda_ops exit status: $status"
+
+step "bench"
+TOYLLM="$BUILD/bin/toyllm"
+MODELS="$OUT_DIR/models"
+mkdir -p "$MODELS"
+presets="b135m tinyllama-1.1b"
+[ "$QUICK" = 1 ] && presets="b135m"
+P=512
+N=128
+table="$OUT_DIR/bench.md"
+printf "| model | type | pp%d t/s | tg%d t/s |\n|---|---|---:|---:|\n" "$P" "$N" > "$table"
+for preset in $presets; do
+    for type in f16 q8_0; do
+        f="$MODELS/$preset-$type.gguf"
+        if [ ! -f "$f" ]; then
+            timeout 120 "$TOYLLM" init --preset "$preset" --type "$type" -o "$f" > "$OUT_DIR/init-$preset-$type.log" 2>&1 \
+                || { echo "init $preset $type failed"; tail -5 "$OUT_DIR/init-$preset-$type.log"; continue; }
+        fi
+        json="$OUT_DIR/bench-$preset-$type.json"
+        if timeout 120 "$TOYLLM" bench -m "$f" -p "$P" -n "$N" -r 2 --device cuda --json > "$json" 2> "$OUT_DIR/bench-$preset-$type.err"; then
+            python3 - "$json" "$preset" "$type" >> "$table" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {j['pp']['tokens_per_s']:.1f} ± {j['pp']['stddev']:.1f} | {j['tg']['tokens_per_s']:.1f} ± {j['tg']['stddev']:.1f} |")
+PY
+        else
+            echo "| $preset | $type | failed | $(tail -1 "$OUT_DIR/bench-$preset-$type.err") |" >> "$table"
+        fi
+        if [ "$preset" = b135m ]; then
+            # Time per op (TOYLLM_PROFILE: CUDA events around every node), one short round.
+            TOYLLM_PROFILE=1 timeout 60 "$TOYLLM" bench -m "$f" -p "$P" -n 32 -r 1 --device cuda > /dev/null \
+                2> "$OUT_DIR/profile-$preset-$type.txt" || true
+        fi
+        rm -f "$f"  # disk: the tinyllama files are 1-2 GB each
+    done
+done
+cat "$table"
+
+step "training parity (cpu vs cuda)"
+# The same 6 steps of a tiny model from scratch on both devices: the losses of the steps
+# and the final validation loss should agree to ~1e-4 (f32 everywhere; AdamW on the host).
+TRAIN="$OUT_DIR/train"
+rm -rf "$TRAIN"
+mkdir -p "$TRAIN"
+echo '{"arch": "llama", "n_embd": 64, "n_ff": 160, "n_layer": 2, "n_head": 4, "n_head_kv": 2}' > "$TRAIN/tiny.json"
+for i in $(seq 1 40); do echo "Once upon a time there was a little cat number $i who liked to play in the sun."; done > "$TRAIN/corpus.txt"
+for dev in cpu cuda; do
+    timeout 120 "$TOYLLM" train --config "$TRAIN/tiny.json" --data "$TRAIN/corpus.txt" -o "$TRAIN/run-$dev" \
+        --steps 6 --batch 4 --ctx 32 --seed 1 --threads 4 --device "$dev" > "$TRAIN/train-$dev.log" 2>&1 \
+        || { echo "train on $dev failed:"; tail -5 "$TRAIN/train-$dev.log"; status=1; }
+done
+python3 - "$TRAIN" <<'PY' || status=1
+import json, sys
+d = sys.argv[1]
+def losses(dev):
+    return [json.loads(l) for l in open(f"{d}/run-{dev}/metrics.jsonl")]
+cpu, cuda = losses("cpu"), losses("cuda")
+worst = 0.0
+for a, b in zip(cpu, cuda):
+    for k in ("loss", "val_loss", "grad_norm"):
+        if k in a and k in b:
+            worst = max(worst, abs(a[k] - b[k]) / max(abs(a[k]), 1e-6))
+            print(f"step {a.get('step')}: {k} cpu {a[k]:.6f} cuda {b[k]:.6f}")
+print(f"largest relative difference {worst:.2e} ({'ok' if worst < 1e-3 else 'TOO LARGE'})")
+sys.exit(0 if worst < 1e-3 and len(cpu) == len(cuda) else 1)
+PY
+# TODO: comparisons against PyTorch (logits of a HF model, one training step).
+step "done (tests exit status $status)"
+exit "$status"

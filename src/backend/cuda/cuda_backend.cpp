@@ -1,0 +1,347 @@
+// The CUDA backend. Tensor::data stays the host's pointer; the backend keeps device
+// copies of its own:
+//
+// - Leaves (weights, inputs, params, KV caches, grads) get one device buffer each, kept
+//   across graphs and keyed by the Tensor (and its host pointer, size and type).
+//   Quantized weights are copied as they are stored ("Q8 stays Q8"). A leaf is uploaded
+//   when first seen, and again before every compute when it is flagged TENSOR_INPUT or
+//   TENSOR_PARAM (the host rewrites those: token ids, zeroed grads, optimizer steps).
+//   Any other leaf is taken to be constant, except through the graph itself.
+// - Nodes live in one device arena per graph, planned by plan_memory; views point into
+//   their base's memory at view_offs, as on the CPU. A host arena of the same plan backs
+//   Tensor::data of the nodes, so that the host reads outputs where it always does.
+// - After a compute, nodes flagged TENSOR_OUTPUT are copied to the host; so is what an
+//   in-place node (view_src set: write_window into a KV cache, add_inplace into a grad)
+//   wrote into a leaf: its window only, so that a KV-cache append copies back T rows and
+//   not the cache. The device copy of such a leaf stays valid (it is the one written),
+//   and the host copy equals it after every compute.
+//
+// One stream; kernels run in node order; scratch blocks come from the caching allocator
+// and go back to it after each node. TOYLLM_PROFILE=1 times every node with CUDA events
+// and prints the time per op when the backend is destroyed (as the CPU backend does).
+#include "backend/cuda/cuda_backend.h"
+
+#include "backend/cuda/device_allocator.h"
+#include "backend/cuda/kernels.h"
+
+#include "ops/op_table.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace toyllm::cuda {
+
+namespace {
+
+constexpr size_t kAlign = 256;    // device arena alignment (cudaMalloc gives 256)
+constexpr int64_t kEvictAfter = 8;  // computes a cached leaf may go unused before it is freed
+
+const Tensor * base_of(const Tensor * t) {
+    while (t->view_src != nullptr) t = t->view_src;
+    return t;
+}
+
+// Byte offset of t inside its root base.
+int64_t offset_in_base(const Tensor * t) {
+    int64_t off = 0;
+    for (; t->view_src != nullptr; t = t->view_src) off += t->view_offs;
+    return off;
+}
+
+// The allocator outlives the backend while a graph planned by it holds device memory.
+struct Device {
+    DeviceAllocator alloc;
+};
+
+struct HostFree {
+    void operator()(void * p) const { std::free(p); }
+};
+
+struct CudaMemory : Graph::Memory {
+    std::shared_ptr<Device> device;
+    void * arena = nullptr;
+    std::unique_ptr<uint8_t, HostFree> host;
+    std::unordered_map<const Tensor *, int64_t> offsets;  // arena offset of each node that owns memory
+    ~CudaMemory() override {
+        if (arena != nullptr) device->alloc.free(arena);
+    }
+};
+
+struct LeafCopy {
+    void * dev = nullptr;
+    const void * host = nullptr;
+    size_t bytes = 0;
+    DType type = DType::F32;
+    int64_t last_used = 0;
+};
+
+class CudaBackend : public Backend {
+  public:
+    explicit CudaBackend(const BackendConfig &) : device_(std::make_shared<Device>()) {
+        check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "creating the stream");
+        if (cublasCreate(&cublas_) != CUBLAS_STATUS_SUCCESS) throw Error("cuda: cublasCreate failed");
+        cublasSetStream(cublas_, stream_);
+        // Plain f32 GEMMs (no TF32) so that results track the CPU's.
+        cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH);
+        int dev = 0;
+        check(cudaGetDevice(&dev), "cudaGetDevice");
+        check(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, dev), "reading the SM count");
+        const char * env = std::getenv("TOYLLM_PROFILE");
+        profile_ = env != nullptr && env[0] != '\0' && env[0] != '0';
+    }
+
+    ~CudaBackend() override {
+        cudaStreamSynchronize(stream_);
+        if (profile_) print_profile();
+        for (cudaEvent_t e : events_) cudaEventDestroy(e);
+        for (auto & [t, c] : leaves_) device_->alloc.free(c.dev);
+        cublasDestroy(cublas_);
+        cudaStreamDestroy(stream_);
+    }
+
+    const char * name() const override { return "cuda"; }
+
+    bool supports(const Tensor & node) const override {
+        if (node.op >= Op::COUNT) return false;
+        if (node.op == Op::MATMUL || node.op == Op::GET_ROWS) return device_type_supported(node.src[0]->type);
+        return true;
+    }
+
+    void compute(Graph & g) override {
+        if (g.memory() == nullptr) allocate(g);
+        const auto * mem = dynamic_cast<const CudaMemory *>(g.memory());
+        if (mem == nullptr) throw Error("cuda backend: this graph's memory was planned by another backend");
+        ++n_computes_;
+        upload_leaves(g);
+        const Exec exec{stream_, cublas_, &CudaBackend::scratch_thunk, this, sm_count_};
+        const auto & nodes = g.nodes();
+        std::vector<const Tensor *> timed;
+        for (size_t i = 0; i < nodes.size(); ++i) {
+            Tensor * node = nodes[i];
+            const CudaKernel kern = cuda_kernel(node->op);
+            if (kern == nullptr) continue;
+            if (profile_) {
+                record_event(2 * timed.size());
+                timed.push_back(node);
+            }
+            if (!supports(*node)) {
+                throw Error("cuda backend: node '" + node->name + "' reads " + std::string(dtype_name(node->src[0]->type)) +
+                            ", which the device kernels do not convert");
+            }
+            NodeArgs args{node, device_ptr(*mem, node), {}};
+            for (int s = 0; s < kMaxSrc; ++s) {
+                if (node->src[s] != nullptr) args.src[s] = device_ptr(*mem, node->src[s]);
+            }
+            kern(exec, args);
+            if (profile_) record_event(2 * timed.size() - 1);
+            for (void * p : scratch_) device_->alloc.free(p);
+            scratch_.clear();
+        }
+        download(g, *mem);
+        check(cudaStreamSynchronize(stream_), "running the graph");
+        if (profile_) collect_profile(timed);
+        evict_unused();
+    }
+
+  private:
+    void allocate(Graph & g) {
+        const MemoryPlan plan = plan_memory(g, kAlign);
+        auto mem = std::make_unique<CudaMemory>();
+        mem->device = device_;
+        mem->peak_bytes = plan.peak_bytes;
+        mem->arena = device_->alloc.alloc(plan.peak_bytes == 0 ? kAlign : plan.peak_bytes);
+        void * host = std::aligned_alloc(64, (plan.peak_bytes + 63) / 64 * 64 + 64);
+        if (host == nullptr) throw Error("cuda backend: out of host memory for the graph's outputs");
+        mem->host.reset(static_cast<uint8_t *>(host));
+        const auto & nodes = g.nodes();
+        for (size_t i = 0; i < nodes.size(); ++i) {
+            Tensor * t = nodes[i];
+            if (t->view_src != nullptr) {
+                t->data = static_cast<uint8_t *>(t->view_src->data) + t->view_offs;
+            } else {
+                t->data = mem->host.get() + plan.offsets[i];
+                mem->offsets[t] = plan.offsets[i];
+            }
+        }
+        g.set_memory(std::move(mem));
+    }
+
+    // Device address of t: a leaf's copy, a node's arena slot, or its base's + offset.
+    void * device_ptr(const CudaMemory & mem, const Tensor * t) {
+        const Tensor * root = base_of(t);
+        const int64_t off = offset_in_base(t);
+        char * base = nullptr;
+        if (root->op == Op::NONE) {
+            const auto it = leaves_.find(root);
+            TOYLLM_ASSERT(it != leaves_.end());
+            base = static_cast<char *>(it->second.dev);
+        } else {
+            const auto it = mem.offsets.find(root);
+            TOYLLM_ASSERT(it != mem.offsets.end());
+            base = static_cast<char *>(mem.arena) + it->second;
+        }
+        return base + off;
+    }
+
+    // Every leaf the graph reads, each once.
+    static std::vector<const Tensor *> leaves_of(const Graph & g) {
+        std::vector<const Tensor *> out;
+        std::unordered_set<const Tensor *> seen;
+        auto visit = [&](const Tensor * t) {
+            if (t == nullptr) return;
+            const Tensor * r = base_of(t);
+            if (r->op == Op::NONE && seen.insert(r).second) out.push_back(r);
+        };
+        for (const Tensor * n : g.nodes()) {
+            for (const Tensor * s : n->src) visit(s);
+            visit(n->view_src);
+        }
+        return out;
+    }
+
+    void upload_leaves(Graph & g) {
+        for (const Tensor * t : leaves_of(g)) {
+            const size_t bytes = t->n_bytes();
+            LeafCopy & c = leaves_[t];
+            const bool fresh = c.dev == nullptr || c.host != t->data || c.bytes != bytes || c.type != t->type;
+            if (fresh) {
+                if (c.dev != nullptr) device_->alloc.free(c.dev);
+                c.dev = device_->alloc.alloc(bytes == 0 ? 1 : bytes);
+                c.host = t->data;
+                c.bytes = bytes;
+                c.type = t->type;
+            }
+            if (fresh || (t->flags & (TENSOR_INPUT | TENSOR_PARAM))) {
+                check(cudaMemcpyAsync(c.dev, t->data, bytes, cudaMemcpyHostToDevice, stream_), ("uploading '" + t->name + "'").c_str());
+            }
+            c.last_used = n_computes_;
+        }
+    }
+
+    void copy_back(const CudaMemory & mem, const Tensor * t, int64_t begin, int64_t end) {
+        const Tensor * root = base_of(t);
+        const int64_t off = offset_in_base(t);
+        char * host = static_cast<char *>(root->data) + off;
+        const char * dev = static_cast<const char *>(device_ptr(mem, t));
+        check(cudaMemcpyAsync(host + begin, dev + begin, static_cast<size_t>(end - begin), cudaMemcpyDeviceToHost, stream_),
+              ("copying back '" + t->name + "'").c_str());
+    }
+
+    void download(const Graph & g, const CudaMemory & mem) {
+        for (const Tensor * t : g.nodes()) {
+            const Tensor * root = base_of(t);
+            if (t->view_src != nullptr && t->op != Op::VIEW && root->op == Op::NONE) {
+                // An in-place write into a leaf: copy back the bytes it wrote.
+                int64_t begin = 0, end = static_cast<int64_t>(t->n_bytes());
+                if (t->op == Op::ACC) {
+                    const Tensor * w = t->src[1];
+                    begin = 0;
+                    end = 4;
+                    for (int d = 0; d < 4; ++d) {
+                        begin += t->params.i[d] * t->nb[d];
+                        end += (t->params.i[d] + w->ne[d] - 1) * t->nb[d];
+                    }
+                }
+                copy_back(mem, t, begin, end);
+            } else if ((t->flags & TENSOR_OUTPUT) && root->op != Op::NONE) {
+                copy_back(mem, t, 0, static_cast<int64_t>(t->n_bytes()));
+            }
+        }
+    }
+
+    void evict_unused() {
+        for (auto it = leaves_.begin(); it != leaves_.end();) {
+            if (n_computes_ - it->second.last_used > kEvictAfter) {
+                device_->alloc.free(it->second.dev);
+                it = leaves_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+
+    // Event k of this compute (two per timed node: before and after).
+    void record_event(size_t k) {
+        while (events_.size() <= k) {
+            cudaEvent_t e;
+            check(cudaEventCreate(&e), "creating a profiling event");
+            events_.push_back(e);
+        }
+        check(cudaEventRecord(events_[k], stream_), "recording a profiling event");
+    }
+
+    void collect_profile(const std::vector<const Tensor *> & timed) {
+        for (size_t i = 0; i < timed.size(); ++i) {
+            float ms = 0.0f;
+            check(cudaEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]), "reading a profiling event");
+            const Tensor * node = timed[i];
+            std::string key = ops::op_info(node->op).name;
+            if (node->op == Op::MATMUL) {
+                key += node->params.i[0] != 0 ? " (transposed a)" : " (a " + std::string(dtype_name(node->src[0]->type)) + ")";
+            }
+            if (node->view_src != nullptr) key += " (in place)";
+            Profile & p = profile_by_op_[key];
+            p.seconds += ms * 1e-3;
+            ++p.calls;
+        }
+    }
+
+    void print_profile() const {
+        double total = 0.0;
+        for (const auto & [k, v] : profile_by_op_) total += v.seconds;
+        std::vector<std::pair<std::string, Profile>> rows(profile_by_op_.begin(), profile_by_op_.end());
+        std::sort(rows.begin(), rows.end(), [](const auto & a, const auto & b) { return a.second.seconds > b.second.seconds; });
+        std::fprintf(stderr, "cuda backend profile: %.3f s in kernels (events around each node)\n", total);
+        for (const auto & [k, v] : rows) {
+            std::fprintf(stderr, "  %-32s %9.3f s %5.1f%% %8ld calls %9.2f us per call\n", k.c_str(), v.seconds, 100.0 * v.seconds / total, v.calls,
+                         1e6 * v.seconds / static_cast<double>(std::max<long>(v.calls, 1)));
+        }
+    }
+
+    static void * scratch_thunk(void * self, size_t bytes) {
+        auto * b = static_cast<CudaBackend *>(self);
+        void * p = b->device_->alloc.alloc(bytes == 0 ? 1 : bytes);
+        b->scratch_.push_back(p);
+        return p;
+    }
+
+    std::shared_ptr<Device> device_;
+    cudaStream_t stream_ = nullptr;
+    cublasHandle_t cublas_ = nullptr;
+    int sm_count_ = 0;
+    int64_t n_computes_ = 0;
+    std::unordered_map<const Tensor *, LeafCopy> leaves_;
+    std::vector<void *> scratch_;
+    bool profile_ = false;
+    struct Profile {
+        double seconds = 0.0;
+        long calls = 0;
+    };
+    std::map<std::string, Profile> profile_by_op_;
+    std::vector<cudaEvent_t> events_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(const BackendConfig & cfg) {
+    int n = 0;
+    const cudaError_t err = cudaGetDeviceCount(&n);
+    if (err != cudaSuccess || n == 0) {
+        const std::string why = err != cudaSuccess ? cudaGetErrorString(err) : "0 devices";
+        (void)cudaGetLastError();
+        throw Error("no CUDA device found (cudaGetDeviceCount: " + why + ")");
+    }
+    return std::make_unique<CudaBackend>(cfg);
+}
+
+}  // namespace toyllm::cuda
