@@ -171,7 +171,7 @@ const GemmConfig & default_config(SimdLevel level) {
 }  // namespace
 
 extern const KernelSet kernels_scalar_4x4 = {kScalarMr, kScalarNr, pack_panels_scalar<kScalarMr>,
-                                             macro_scalar, nullptr};
+                                             macro_scalar};
 
 int gemm_variant_count() { return kVariantCount; }
 
@@ -179,13 +179,6 @@ const GemmVariant & gemm_variant(int i) { return kVariants[i]; }
 
 void gemm_f32_with(const GemmConfig & cfg, const GemmArgs & g, int ith, int nth) {
     const KernelSet & ks = *cfg.kernels;
-    if (g.m == 1 && ks.gemv != nullptr) {
-        // Decode: rows of B split between threads in multiples of 16, no packing.
-        const int64_t per = (g.n + 16 * nth - 1) / (16 * nth) * 16;
-        const int64_t n0 = std::min(g.n, per * ith), n1 = std::min(g.n, n0 + per);
-        if (n0 < n1) ks.gemv({.a = g.a, .b = g.b + n0 * g.ldb, .ldb = g.ldb, .n = n1 - n0, .k = g.k, .c = g.c + n0, .load_c = g.accumulate});
-        return;
-    }
     const Rect rect = thread_rect(g.m, g.n, ks, ith, nth);
     if (rect.m0 >= rect.m1 || rect.n0 >= rect.n1) return;
     if (g.k <= 0) {

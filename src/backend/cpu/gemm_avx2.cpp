@@ -202,6 +202,6 @@ void macro_6x16(const MacroArgs & a) {
 
 }  // namespace
 
-extern const KernelSet kernels_avx2_6x16 = {kMr, kNr, pack_panels<kMr>, macro_6x16, nullptr};
+extern const KernelSet kernels_avx2_6x16 = {kMr, kNr, pack_panels<kMr>, macro_6x16};
 
 }  // namespace toyllm::cpu::gemm_detail

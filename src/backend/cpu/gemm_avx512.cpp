@@ -227,38 +227,11 @@ void macro(const MacroArgs & a) {
     }
 }
 
-// 16 rows of B at a time: 16 x 16 blocks are loaded and transposed in registers, so
-// that lane j accumulates row j's chain over k in order (B streams from memory once,
-// which is what decode is bound by).
-void gemv(const GemvArgs & g) {
-    for (int64_t j0 = 0; j0 < g.n; j0 += 16) {
-        const int64_t rows = g.n - j0 < 16 ? g.n - j0 : 16;
-        const __mmask16 row_mask = low_lanes(rows);
-        __m512 acc = g.load_c ? _mm512_maskz_loadu_ps(row_mask, g.c + j0) : _mm512_setzero_ps();
-        const float * b = g.b + j0 * g.ldb;
-        for (int64_t k0 = 0; k0 < g.k; k0 += 16) {
-            const int64_t depth = g.k - k0 < 16 ? g.k - k0 : 16;
-            const __mmask16 k_mask = low_lanes(depth);
-            __m512 r[16];
-            #pragma GCC unroll 16
-            for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(k_mask, b + i * g.ldb + k0) : _mm512_setzero_ps();
-            transpose_16x16(r);
-            if (depth == 16) {
-                #pragma GCC unroll 16
-                for (int kk = 0; kk < 16; ++kk) acc = _mm512_fmadd_ps(r[kk], _mm512_set1_ps(g.a[k0 + kk]), acc);
-            } else {
-                for (int kk = 0; kk < depth; ++kk) acc = _mm512_fmadd_ps(r[kk], _mm512_set1_ps(g.a[k0 + kk]), acc);
-            }
-        }
-        _mm512_mask_storeu_ps(g.c + j0, row_mask, acc);
-    }
-}
-
 }  // namespace
 
-extern const KernelSet kernels_avx512_14x32 = {14, 32, pack_panels<14>, macro<14, 2>, gemv};
-extern const KernelSet kernels_avx512_12x32 = {12, 32, pack_panels<12>, macro<12, 2>, gemv};
-extern const KernelSet kernels_avx512_8x48 = {8, 48, pack_panels<8>, macro<8, 3>, gemv};
-extern const KernelSet kernels_avx512_6x64 = {6, 64, pack_panels<6>, macro<6, 4>, gemv};
+extern const KernelSet kernels_avx512_14x32 = {14, 32, pack_panels<14>, macro<14, 2>};
+extern const KernelSet kernels_avx512_12x32 = {12, 32, pack_panels<12>, macro<12, 2>};
+extern const KernelSet kernels_avx512_8x48 = {8, 48, pack_panels<8>, macro<8, 3>};
+extern const KernelSet kernels_avx512_6x64 = {6, 64, pack_panels<6>, macro<6, 4>};
 
 }  // namespace toyllm::cpu::gemm_detail

@@ -54,22 +54,10 @@ struct MacroArgs {
     bool load_c;
 };
 
-// One row of A (decode: m = 1) times rows [0, n) of B, without packing B:
-// c[j] = (load_c ? c[j] : 0) + sum_k a[k] b[j * ldb + k], each c[j] the same FMA chain
-// over increasing k as the macro kernels compute, so m = 1 gives the bits of any m.
-struct GemvArgs {
-    const float * a;  // k values
-    const float * b;  // n rows of k values, row stride ldb
-    int64_t ldb, n, k;
-    float * c;        // n values
-    bool load_c;
-};
-
 struct KernelSet {
     int mr, nr;                        // register tile: mr rows of A by nr rows of B
     void (*pack_a)(const PackArgs &);  // panels of width mr
     void (*macro)(const MacroArgs &);  // all mr x nr tiles of one block pair
-    void (*gemv)(const GemvArgs &);    // m = 1 without packing; nullptr: use macro
 };
 
 // Cache blocking, in elements; mc should be a multiple of mr and nc of nr. A packed A
