@@ -228,6 +228,30 @@ TEST_F(GemmTest, VariantsAndBlockingsAgree) {
     }
 }
 
+// Decode multiplies one activation row (m = 1, the AVX-512 gemv kernel, no packing);
+// prefill many. Each row of a product must not depend on how many rows came with it.
+TEST_F(GemmTest, OneRowGivesTheBitsOfThatRowInAManyRowProduct) {
+    for (SimdLevel level : available_levels()) {
+        use_level(level);
+        for (const Shape s : {Shape{7, 1100, 600}, Shape{5, 37, 17}, Shape{3, 16, 16}}) {
+            for (bool accumulate : {false, true}) {
+                const Problem p(s, true, 41);
+                std::vector<float> all = p.c0;
+                for (int ith = 0; ith < 2; ++ith) gemm_f32(p.args(all.data(), accumulate), ith, 2);
+                for (int64_t i = 0; i < s.m; ++i) {
+                    std::vector<float> row(p.c0.begin() + i * p.ldc, p.c0.begin() + i * p.ldc + s.n);
+                    GemmArgs g = p.args(row.data(), accumulate);
+                    g.m = 1;
+                    g.a = p.a.data() + i * p.lda;
+                    for (int ith = 0; ith < 3; ++ith) gemm_f32(g, ith, 3);
+                    EXPECT_EQ(std::memcmp(row.data(), all.data() + i * p.ldc, size_t(s.n) * sizeof(float)), 0)
+                        << simd_level_name(level) << " " << shape_name(s) << " row " << i << (accumulate ? " accumulate" : "");
+                }
+            }
+        }
+    }
+}
+
 // An empty sum: C = 0, or C unchanged when accumulating.
 TEST_F(GemmTest, ZeroDepth) {
     const float a = 1.0f, b = 2.0f;
