@@ -4,7 +4,7 @@
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/thread_pool.h"
 
-#include "ops/op_table.h"
+#include "backend/op_profile.h"
 #include "toyllm/graph.h"
 
 #ifdef TOYLLM_HAVE_CUDA
@@ -13,9 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
-#include <map>
 #include <memory>
 #include <string>
 
@@ -43,11 +41,7 @@ uint8_t * aligned_bytes(size_t n) {
 class CpuBackend : public Backend {
   public:
     explicit CpuBackend(const BackendConfig & cfg) : pool_(cfg.n_threads < 1 ? 1 : cfg.n_threads) {
-        const char * env = std::getenv("TOYLLM_PROFILE");
-        profile_ = env != nullptr && env[0] != '\0' && env[0] != '0';
-    }
-    ~CpuBackend() override {
-        if (profile_) print_profile();
+        if (OpProfile::requested()) profile_ = std::make_unique<OpProfile>("cpu backend profile (" + std::to_string(pool_.size()) + " threads)");
     }
 
     const char * name() const override { return "cpu"; }
@@ -63,7 +57,7 @@ class CpuBackend : public Backend {
             for (int phase = 0; phase < kern.n_phases; ++phase) {
                 pool_.run([&](int ith, int nth) { kern.run({ith, nth, phase, scratch}, node); });
             }
-            if (profile_) record(node, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            if (profile_) profile_->record(node, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         }
     }
 
@@ -100,38 +94,8 @@ class CpuBackend : public Backend {
         return scratch_.get();
     }
 
-    void record(const Tensor * node, double seconds) {
-        std::string key = ops::op_info(node->op).name;
-        if (node->op == Op::MATMUL) {
-            key += node->params.i[0] != 0 ? " (transposed a)" : " (a " + std::string(dtype_name(node->src[0]->type)) + ")";
-        }
-        if (node->view_src != nullptr) key += " (in place)";
-        Profile & p = profile_by_op_[key];
-        p.seconds += seconds;
-        p.elements += node->n_elements();
-        ++p.calls;
-    }
-
-    void print_profile() const {
-        double total = 0.0;
-        for (const auto & [k, v] : profile_by_op_) total += v.seconds;
-        std::vector<std::pair<std::string, Profile>> rows(profile_by_op_.begin(), profile_by_op_.end());
-        std::sort(rows.begin(), rows.end(), [](const auto & a, const auto & b) { return a.second.seconds > b.second.seconds; });
-        std::fprintf(stderr, "cpu backend profile (%d threads): %.3f s in kernels\n", pool_.size(), total);
-        for (const auto & [k, v] : rows) {
-            std::fprintf(stderr, "  %-32s %9.3f s %5.1f%% %8ld calls %8.2f ns per output element\n", k.c_str(), v.seconds,
-                         100.0 * v.seconds / total, v.calls, 1e9 * v.seconds / static_cast<double>(std::max<int64_t>(v.elements, 1)));
-        }
-    }
-
     cpu::ThreadPool pool_;
-    bool profile_ = false;
-    struct Profile {
-        double seconds = 0.0;
-        int64_t elements = 0;  // output elements computed
-        long calls = 0;
-    };
-    std::map<std::string, Profile> profile_by_op_;
+    std::unique_ptr<OpProfile> profile_;  // TOYLLM_PROFILE=1
     std::unique_ptr<uint8_t, Free> scratch_;
     size_t scratch_bytes_ = 0;
 };

@@ -24,7 +24,7 @@
 #include "backend/cuda/device_allocator.h"
 #include "backend/cuda/kernels.h"
 
-#include "ops/op_table.h"
+#include "backend/op_profile.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -33,7 +33,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -96,13 +95,12 @@ class CudaBackend : public Backend {
         int dev = 0;
         check(cudaGetDevice(&dev), "cudaGetDevice");
         check(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, dev), "reading the SM count");
-        const char * env = std::getenv("TOYLLM_PROFILE");
-        profile_ = env != nullptr && env[0] != '\0' && env[0] != '0';
+        if (OpProfile::requested()) profile_ = std::make_unique<OpProfile>("cuda backend profile (events around each node)");
     }
 
     ~CudaBackend() override {
         cudaStreamSynchronize(stream_);
-        if (profile_) print_profile();
+        profile_.reset();  // prints
         for (cudaEvent_t e : events_) cudaEventDestroy(e);
         for (auto & [t, c] : leaves_) device_->alloc.free(c.dev);
         cublasDestroy(cublas_);
@@ -284,27 +282,7 @@ class CudaBackend : public Backend {
         for (size_t i = 0; i < timed.size(); ++i) {
             float ms = 0.0f;
             check(cudaEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]), "reading a profiling event");
-            const Tensor * node = timed[i];
-            std::string key = ops::op_info(node->op).name;
-            if (node->op == Op::MATMUL) {
-                key += node->params.i[0] != 0 ? " (transposed a)" : " (a " + std::string(dtype_name(node->src[0]->type)) + ")";
-            }
-            if (node->view_src != nullptr) key += " (in place)";
-            Profile & p = profile_by_op_[key];
-            p.seconds += ms * 1e-3;
-            ++p.calls;
-        }
-    }
-
-    void print_profile() const {
-        double total = 0.0;
-        for (const auto & [k, v] : profile_by_op_) total += v.seconds;
-        std::vector<std::pair<std::string, Profile>> rows(profile_by_op_.begin(), profile_by_op_.end());
-        std::sort(rows.begin(), rows.end(), [](const auto & a, const auto & b) { return a.second.seconds > b.second.seconds; });
-        std::fprintf(stderr, "cuda backend profile: %.3f s in kernels (events around each node)\n", total);
-        for (const auto & [k, v] : rows) {
-            std::fprintf(stderr, "  %-32s %9.3f s %5.1f%% %8ld calls %9.2f us per call\n", k.c_str(), v.seconds, 100.0 * v.seconds / total, v.calls,
-                         1e6 * v.seconds / static_cast<double>(std::max<long>(v.calls, 1)));
+            profile_->record(timed[i], ms * 1e-3);
         }
     }
 
@@ -322,12 +300,7 @@ class CudaBackend : public Backend {
     int64_t n_computes_ = 0;
     std::unordered_map<const Tensor *, LeafCopy> leaves_;
     std::vector<void *> scratch_;
-    bool profile_ = false;
-    struct Profile {
-        double seconds = 0.0;
-        long calls = 0;
-    };
-    std::map<std::string, Profile> profile_by_op_;
+    std::unique_ptr<OpProfile> profile_;  // TOYLLM_PROFILE=1
     std::vector<cudaEvent_t> events_;
 };
 

@@ -1,6 +1,7 @@
 #include "backend/cuda/kernels.h"
 
 #include "toyllm/error.h"
+#include "toyllm/quant.h"
 
 #include <array>
 #include <string>
@@ -44,15 +45,7 @@ static_assert(static_cast<int>(Op::COUNT) == 27, "add the new op's CUDA kernel t
 
 CudaKernel cuda_kernel(Op op) { return kKernels[static_cast<size_t>(op)]; }
 
-bool device_type_supported(DType t) {
-    switch (t) {
-        case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0:
-        case DType::Q4_K: case DType::Q6_K:
-            return true;
-        default:
-            return false;
-    }
-}
+bool device_type_supported(DType t) { return can_dequantize(t); }  // the same seven types
 
 void check(cudaError_t err, const char * what) {
     if (err != cudaSuccess) throw Error(std::string("cuda: ") + what + ": " + cudaGetErrorString(err));

@@ -1,0 +1,43 @@
+#include "backend/op_profile.h"
+
+#include "ops/op_table.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+namespace toyllm {
+
+bool OpProfile::requested() {
+    const char * env = std::getenv("TOYLLM_PROFILE");
+    return env != nullptr && env[0] != '\0' && env[0] != '0';
+}
+
+void OpProfile::record(const Tensor * node, double seconds) {
+    std::string key = ops::op_info(node->op).name;
+    if (node->op == Op::MATMUL) {
+        key += node->params.i[0] != 0 ? " (transposed a)" : " (a " + std::string(dtype_name(node->src[0]->type)) + ")";
+    }
+    if (node->view_src != nullptr) key += " (in place)";
+    Row & r = rows_[key];
+    r.seconds += seconds;
+    r.elements += node->n_elements();
+    ++r.calls;
+}
+
+OpProfile::~OpProfile() {
+    if (rows_.empty()) return;
+    double total = 0.0;
+    for (const auto & [k, v] : rows_) total += v.seconds;
+    std::vector<std::pair<std::string, Row>> rows(rows_.begin(), rows_.end());
+    std::sort(rows.begin(), rows.end(), [](const auto & a, const auto & b) { return a.second.seconds > b.second.seconds; });
+    std::fprintf(stderr, "%s: %.3f s in kernels\n", title_.c_str(), total);
+    for (const auto & [k, v] : rows) {
+        std::fprintf(stderr, "  %-32s %9.3f s %5.1f%% %8ld calls %9.2f us per call %8.2f ns per output element\n", k.c_str(), v.seconds,
+                     100.0 * v.seconds / total, v.calls, 1e6 * v.seconds / static_cast<double>(std::max<long>(v.calls, 1)),
+                     1e9 * v.seconds / static_cast<double>(std::max<int64_t>(v.elements, 1)));
+    }
+}
+
+}  // namespace toyllm

@@ -1,0 +1,33 @@
+// Time per op for TOYLLM_PROFILE=1: each backend times its nodes its own way (a host
+// clock, CUDA events) and records them here; the table is printed when it is destroyed.
+#pragma once
+
+#include "toyllm/tensor.h"
+
+#include <map>
+#include <string>
+
+namespace toyllm {
+
+class OpProfile {
+  public:
+    // Whether TOYLLM_PROFILE asks for profiling (set and not "0").
+    static bool requested();
+
+    explicit OpProfile(std::string title) : title_(std::move(title)) {}
+    ~OpProfile();
+
+    // Adds one run of `node` (matmul split by its form, in-place nodes apart).
+    void record(const Tensor * node, double seconds);
+
+  private:
+    struct Row {
+        double seconds = 0.0;
+        int64_t elements = 0;  // output elements computed
+        long calls = 0;
+    };
+    std::string title_;
+    std::map<std::string, Row> rows_;
+};
+
+}  // namespace toyllm
