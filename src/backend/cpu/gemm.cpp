@@ -69,6 +69,21 @@ void macro_scalar(const MacroArgs & a) {
     }
 }
 
+// Packing from a k-major source (src[kk * ld + r]): each panel row is a plain copy, the
+// same packed layout as the ISA kernels' transposing pack_a gives from a k-contiguous one.
+void pack_panels_k_major(const PackArgs & p, int w) {
+    for (int64_t p0 = 0; p0 < p.rows; p0 += w) {
+        float * panel = p.dst + p0 * p.kc;
+        const int64_t valid = std::min<int64_t>(w, p.rows - p0);
+        for (int64_t kk = 0; kk < p.kc; ++kk) {
+            const float * src = p.src + kk * p.ld + p0;
+            float * dst = panel + kk * w;
+            std::copy(src, src + valid, dst);
+            std::fill(dst + valid, dst + w, 0.0f);
+        }
+    }
+}
+
 // ---- packing buffers ----
 
 // A growable 64-byte aligned float buffer; one per thread and operand, kept between
@@ -190,8 +205,9 @@ void gemm_f32_with(const GemmConfig & cfg, const GemmArgs & g, int ith, int nth)
         return;
     }
     const Blocking & bl = cfg.blocking;
-    // With one A block per depth block, B panels are packed into one slot (MacroArgs).
-    const bool keep_b = rect.m1 - rect.m0 > bl.mc;
+    // With one A block per depth block, B panels are packed into one slot (MacroArgs);
+    // a k-major B is packed whole before the macro kernel instead.
+    const bool keep_b = rect.m1 - rect.m0 > bl.mc || g.b_kn;
     const int64_t kc_max = std::min(bl.kc, g.k);
     const int64_t mc_max = round_up(std::min(bl.mc, rect.m1 - rect.m0), ks.mr);
     const int64_t nc_max = keep_b ? round_up(std::min(bl.nc, rect.n1 - rect.n0), ks.nr) : ks.nr;
@@ -202,16 +218,21 @@ void gemm_f32_with(const GemmConfig & cfg, const GemmArgs & g, int ith, int nth)
         const int64_t nc = std::min(bl.nc, rect.n1 - jc);
         for (int64_t pc = 0; pc < g.k; pc += bl.kc) {
             const int64_t kc = std::min(bl.kc, g.k - pc);
+            if (g.b_kn) pack_panels_k_major({.src = g.b + pc * g.ldb + jc, .ld = g.ldb, .rows = nc, .kc = kc, .dst = pack_b}, ks.nr);
             for (int64_t ic = rect.m0; ic < rect.m1; ic += bl.mc) {
                 const int64_t mc = std::min(bl.mc, rect.m1 - ic);
-                ks.pack_a({.src = g.a + ic * g.lda + pc, .ld = g.lda, .rows = mc, .kc = kc, .dst = pack_a});
+                if (g.a_km) {
+                    pack_panels_k_major({.src = g.a + pc * g.lda + ic, .ld = g.lda, .rows = mc, .kc = kc, .dst = pack_a}, ks.mr);
+                } else {
+                    ks.pack_a({.src = g.a + ic * g.lda + pc, .ld = g.lda, .rows = mc, .kc = kc, .dst = pack_a});
+                }
                 // The first A block packs the B block as it goes; the others reuse it.
                 ks.macro({.mc = mc,
                           .nc = nc,
                           .kc = kc,
                           .ap = pack_a,
                           .bp = pack_b,
-                          .b_src = ic == rect.m0 ? g.b + jc * g.ldb + pc : nullptr,
+                          .b_src = ic == rect.m0 && !g.b_kn ? g.b + jc * g.ldb + pc : nullptr,
                           .ldb = g.ldb,
                           .keep_b = keep_b,
                           .c = g.c + ic * g.ldc + jc,

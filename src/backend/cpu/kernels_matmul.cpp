@@ -9,8 +9,8 @@
 //                   all activation rows by the tile kernels (matmul_tile), which decode
 //                   a weight block once for several activation rows. Both give every
 //                   output bit-identical to dot(), whatever M, the chunks or nth.
-//   transposed a (gradients): a is dequantized and transposed into f32 scratch, then
-//                   gemm_f32.
+//   transposed a (gradients): gemm_f32 with a as its k-major operand (b_kn), read in
+//                   place when f32, else dequantized into f32 scratch first.
 #include "backend/cpu/gemm.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/thread_pool.h"
@@ -27,31 +27,30 @@ namespace toyllm::cpu {
 namespace {
 
 constexpr size_t kAlign = 64;
-constexpr int64_t kTile = 32;  // rows per block of the transposing copies (32 x 32 floats: 4 KiB)
+constexpr int64_t kTile = 32;  // rows per block of the transposing gathers (32 x 32 floats: 4 KiB)
 
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 // Where phase 0 puts things in the scratch, and which operands to read in phase 1.
 struct MatmulPlan {
     bool transposed;   // out[k, m] = sum_n a[k, n] b[n, m]
-    bool a_direct;     // use a in place (rows contiguous, not transposed)
+    bool a_direct;     // use a in place (rows contiguous; f32 when transposed)
     bool b_direct;     // f32 b with contiguous rows, used in place
     bool quant;        // dot-product path (a not f32, not transposed)
     bool tiled;        // quant with several activation rows per weight matrix: matmul_tile
     bool shared_a;     // one weight matrix for every row of b (a not batched), node contiguous
     DType vdt = DType::F32;
-    size_t a_off = 0, a_bytes = 0;  // f32 copy of a (contiguous, or transposed)
+    size_t a_off = 0, a_bytes = 0;  // contiguous f32 copy of a
     size_t b_off = 0, b_bytes = 0;  // contiguous f32 copy of b, or b converted to vdt
-    size_t tmp_off = 0, tmp_per_thread = 0;  // kTile dequantized rows of a per thread
     size_t b_row_bytes = 0;
     size_t total = 0;
 
-    MatmulPlan(const Tensor * node, int nth) {
+    explicit MatmulPlan(const Tensor * node) {
         const Tensor * a = node->src[0];
         const Tensor * b = node->src[1];
         transposed = node->params.i[0] != 0;
         quant = !transposed && a->type != DType::F32;
-        a_direct = !transposed && a->nb[0] == static_cast<int64_t>(dtype_info(a->type).type_size);
+        a_direct = a->nb[0] == static_cast<int64_t>(dtype_info(a->type).type_size) && (!transposed || a->type == DType::F32);
         b_direct = b->nb[0] == 4;
         size_t at = 0;
         if (!a_direct) {
@@ -78,11 +77,6 @@ struct MatmulPlan {
             b_off = at;
             b_bytes = align_up(b_row_bytes * static_cast<size_t>(b->n_rows()));
             at += b_bytes;
-        }
-        if (!a_direct && (a->type != DType::F32 || a->nb[0] != 4)) {
-            tmp_off = at;
-            tmp_per_thread = align_up(static_cast<size_t>(a->ne[0]) * sizeof(float) * kTile);
-            at += tmp_per_thread * static_cast<size_t>(nth);
         }
         total = at;
     }
@@ -115,52 +109,14 @@ void gather_rows(const Tensor * t, int64_t r0, int64_t r1, float * dst) {
     }
 }
 
-// The transposed copy of a for the gradient form: at[i3][i2][k][n] = a[k, n, i2, i3], for
-// rows r = (n, i2, i3) in [r0, r1). Rows are taken kTile at a time (dequantized into tmp
-// when a is not f32) and written column block by column block.
-void transpose_rows(const Tensor * a, int64_t r0, int64_t r1, float * at_base, float * tmp) {
-    const int64_t K = a->ne[0], N = a->ne[1];
-    const bool direct = a->type == DType::F32 && a->nb[0] == 4;
-    const float * rows[kTile];
-    for (int64_t rb = r0; rb < r1; rb += kTile) {
-        const int64_t re = std::min(rb + kTile, r1);
-        for (int64_t r = rb; r < re; ++r) {
-            if (direct) {
-                rows[r - rb] = row_ptr(a, r);
-                continue;
-            }
-            float * row = tmp + (r - rb) * K;
-            const int64_t i1 = r % N, i2 = (r / N) % a->ne[2], i3 = r / (N * a->ne[2]);
-            if (a->nb[0] == static_cast<int64_t>(dtype_info(a->type).type_size)) {
-                dequantize_row(a->type, at<uint8_t>(a, 0, i1, i2, i3), row, K);
-            } else {
-                TOYLLM_ASSERT(a->type == DType::F32);
-                for (int64_t i = 0; i < K; ++i) row[i] = *at<float>(a, i, i1, i2, i3);
-            }
-            rows[r - rb] = row;
-        }
-        for (int64_t ib = 0; ib < K; ib += 64) {
-            const int64_t ie = std::min(ib + 64, K);
-            for (int64_t r = rb; r < re; ++r) {
-                float * base = at_base + (r / N) * K * N + r % N;
-                const float * row = rows[r - rb];
-                for (int64_t i = ib; i < ie; ++i) base[i * N] = row[i];
-            }
-        }
-    }
-}
-
 void prepare(const KernelCtx & k, const Tensor * node, const MatmulPlan & p) {
     const Tensor * a = node->src[0];
     const Tensor * b = node->src[1];
     if (!p.a_direct) {
-        // Contiguous f32 copy of a, or its transpose for the gradient form.
+        // Contiguous f32 copy of a.
         float * dst = reinterpret_cast<float *>(k.scratch + p.a_off);
-        float * tmp = reinterpret_cast<float *>(k.scratch + p.tmp_off + p.tmp_per_thread * static_cast<size_t>(k.ith));
         const RowRange rr = split_rows(a->n_rows(), k.ith, k.nth);
-        if (p.transposed) {
-            transpose_rows(a, rr.begin, rr.end, dst, tmp);
-        } else if (a->type == DType::F32) {
+        if (a->type == DType::F32) {
             gather_rows(a, rr.begin, rr.end, dst);
         } else {
             for (int64_t r = rr.begin; r < rr.end; ++r) {
@@ -275,17 +231,11 @@ void compute(const KernelCtx & k, Tensor * node, const MatmulPlan & p) {
             g.lda = p.b_direct ? b->nb[1] / 4 : b->ne[0];
             g.ldc = node->ne[0];
             g.c = c;
-            if (p.transposed) {
-                g.n = a->ne[0];
-                g.k = a->ne[1];
-                g.b = reinterpret_cast<const float *>(k.scratch + p.a_off) + a_batch * a->ne[0] * a->ne[1];
-                g.ldb = a->ne[1];
-            } else {
-                g.n = a->ne[1];
-                g.k = a->ne[0];
-                g.b = p.a_direct ? at<float>(a, 0, 0, a2, a3) : reinterpret_cast<const float *>(k.scratch + p.a_off) + a_batch * a->ne[0] * a->ne[1];
-                g.ldb = p.a_direct ? a->nb[1] / 4 : a->ne[0];
-            }
+            g.n = p.transposed ? a->ne[0] : a->ne[1];
+            g.k = p.transposed ? a->ne[1] : a->ne[0];
+            g.b = p.a_direct ? at<float>(a, 0, 0, a2, a3) : reinterpret_cast<const float *>(k.scratch + p.a_off) + a_batch * a->ne[0] * a->ne[1];
+            g.ldb = p.a_direct ? a->nb[1] / 4 : a->ne[0];
+            g.b_kn = p.transposed;
             gemm_f32(g, k.ith, k.nth);
         }
     }
@@ -293,10 +243,10 @@ void compute(const KernelCtx & k, Tensor * node, const MatmulPlan & p) {
 
 }  // namespace
 
-size_t scratch_matmul(const Tensor * node, int nth) { return MatmulPlan(node, nth).total; }
+size_t scratch_matmul(const Tensor * node, int /*nth*/) { return MatmulPlan(node).total; }
 
 void kernel_matmul(const KernelCtx & k, Tensor * node) {
-    const MatmulPlan p(node, k.nth);
+    const MatmulPlan p(node);
     if (k.phase == 0) prepare(k, node, p);
     else compute(k, node, p);
 }
