@@ -1,12 +1,22 @@
-// Fused causal attention with GQA and its gradient, one query row at a time: the scores
-// of a row live in a per-thread scratch row of S floats; no [S, T] matrix per head.
+// Fused causal attention with GQA and its gradient, by blocks of query rows: for one
+// head and a block of up to kQueryBlock queries the scores live in a per-thread scratch
+// block [rows, S] (no [S, T] matrix per head), and the products with K and V are
+// gemm_f32 calls on strided views of q, k, v (no copies). Under the causal mask a block
+// only reaches the keys its last query sees.
 //
 // Shapes: q [D, H, T, B], k and v [D, G, S, B] (G kv heads, H % G == 0), rows contiguous.
 // Query t sits at position n_past + t with n_past = S - T and sees keys s <= n_past + t.
+//
+// Every output element is computed by one thread in an order fixed by the shapes (a gemm
+// chain over k, or a sum over heads in increasing order), so results do not depend on
+// the thread count; masked scores enter the products as exact zeros, so a query's output
+// does not depend on which block, chunk or batch it came in.
+#include "backend/cpu/gemm.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/thread_pool.h"
+#include "backend/cpu/vec_math.h"
 
-#include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -14,25 +24,10 @@ namespace toyllm::cpu {
 
 namespace {
 
-float dot(const float * a, const float * b, int64_t n) {
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s0 += a[i] * b[i];
-        s1 += a[i + 1] * b[i + 1];
-        s2 += a[i + 2] * b[i + 2];
-        s3 += a[i + 3] * b[i + 3];
-    }
-    for (; i < n; ++i) s0 += a[i] * b[i];
-    return (s0 + s1) + (s2 + s3);
-}
-
-void axpy(float a, const float * x, float * y, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
+constexpr int64_t kQueryBlock = 64;
 
 struct Geometry {
-    int64_t D, H, T, B, G, S, n_past, rep;
+    int64_t D, H, T, B, G, S, n_past, rep, n_blocks;
     bool causal;
     float scale;
 
@@ -45,94 +40,125 @@ struct Geometry {
         causal = node->params.i[0] != 0;
         n_past = S - T;
         scale = node->params.f[0];
+        n_blocks = (T + kQueryBlock - 1) / kQueryBlock;
     }
     // Last key (inclusive) that query t sees.
     int64_t last_key(int64_t t) const { return causal ? n_past + t : S - 1; }
 };
 
-// Scores of query row (h, t, b) into p[0..last], softmaxed; returns log-sum-exp.
-float softmax_scores(const Geometry & g, const Tensor * q, const Tensor * k, int64_t h, int64_t t, int64_t b, float * p) {
-    const float * qr = at<float>(q, 0, h, t, b);
-    const int64_t kv = h / g.rep;
-    const int64_t last = g.last_key(t);
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t s = 0; s <= last; ++s) {
-        p[s] = g.scale * dot(qr, at<float>(k, 0, kv, s, b), g.D);
-        m = p[s] > m ? p[s] : m;
+// Distance in floats between consecutive positions (dim 2) of a tensor.
+int64_t pos_stride(const Tensor * t) { return t->nb[2] / static_cast<int64_t>(sizeof(float)); }
+
+// One block of queries [t0, t0 + rows) of head h, batch b, against keys [0, n_keys).
+struct QueryBlock {
+    int64_t h, b, t0, rows, n_keys;
+
+    QueryBlock(const Geometry & g, int64_t h_, int64_t b_, int64_t blk) : h(h_), b(b_), t0(blk * kQueryBlock) {
+        rows = std::min(kQueryBlock, g.T - t0);
+        n_keys = g.last_key(t0 + rows - 1) + 1;
     }
-    double l = 0.0;
-    for (int64_t s = 0; s <= last; ++s) {
-        p[s] = std::exp(p[s] - m);
-        l += p[s];
+};
+
+// p [rows, ld] = softmax(scale * q k^T) of the block, masked scores (and columns up to
+// n_keys past a row's last key) exactly 0.
+void block_probabilities(const Geometry & g, const Tensor * q, const Tensor * k, const QueryBlock & qb, float * p, int64_t ld) {
+    gemm_f32({.m = qb.rows, .n = qb.n_keys, .k = g.D, .a = at<float>(q, 0, qb.h, qb.t0, qb.b), .lda = pos_stride(q),
+              .b = at<float>(k, 0, qb.h / g.rep, 0, qb.b), .ldb = pos_stride(k), .c = p, .ldc = ld}, 0, 1);
+    for (int64_t i = 0; i < qb.rows; ++i) {
+        float * row = p + i * ld;
+        const int64_t n = g.last_key(qb.t0 + i) + 1;
+        float m = -std::numeric_limits<float>::infinity();
+        for (int64_t s = 0; s < n; ++s) {
+            row[s] *= g.scale;
+            m = std::max(m, row[s]);
+        }
+        const float inv = 1.0f / exp_shifted_sum(row, n, m);
+        for (int64_t s = 0; s < n; ++s) row[s] *= inv;
+        std::fill(row + n, row + qb.n_keys, 0.0f);
     }
-    const float inv = static_cast<float>(1.0 / l);
-    for (int64_t s = 0; s <= last; ++s) p[s] *= inv;
-    return m + static_cast<float>(std::log(l));
 }
 
 }  // namespace
 
 size_t scratch_attention(const Tensor * node, int nth) {
-    return static_cast<size_t>(nth) * static_cast<size_t>(node->src[1]->ne[2]) * sizeof(float);
+    return static_cast<size_t>(nth) * static_cast<size_t>(kQueryBlock * node->src[1]->ne[2]) * sizeof(float);
 }
 
+// Work items: (head, batch, query block); out rows of the block = P v by a gemm.
 void kernel_attention(const KernelCtx & k, Tensor * node) {
     const Geometry g(node);
     const Tensor * q = node->src[0];
     const Tensor * kk = node->src[1];
     const Tensor * v = node->src[2];
-    float * p = reinterpret_cast<float *>(k.scratch) + static_cast<int64_t>(k.ith) * g.S;
-    const RowRange rr = split_rows(node->n_rows(), k.ith, k.nth);
-    for (int64_t r = rr.begin; r < rr.end; ++r) {
-        const int64_t h = r % g.H, t = (r / g.H) % g.T, b = r / (g.H * g.T);
-        softmax_scores(g, q, kk, h, t, b, p);
-        float * out = at<float>(node, 0, h, t, b);
-        std::memset(out, 0, static_cast<size_t>(g.D) * sizeof(float));
-        for (int64_t s = 0; s <= g.last_key(t); ++s) axpy(p[s], at<float>(v, 0, h / g.rep, s, b), out, g.D);
+    float * p = reinterpret_cast<float *>(k.scratch) + static_cast<int64_t>(k.ith) * kQueryBlock * g.S;
+    const RowRange rr = split_rows(g.H * g.B * g.n_blocks, k.ith, k.nth);
+    for (int64_t u = rr.begin; u < rr.end; ++u) {
+        const QueryBlock qb(g, u / g.n_blocks % g.H, u / (g.n_blocks * g.H), u % g.n_blocks);
+        block_probabilities(g, q, kk, qb, p, g.S);
+        gemm_f32({.m = qb.rows, .n = g.D, .k = qb.n_keys, .a = p, .lda = g.S, .b = at<float>(v, 0, qb.h / g.rep, 0, qb.b),
+                  .ldb = pos_stride(v), .c = at<float>(node, 0, qb.h, qb.t0, qb.b), .ldc = pos_stride(node), .b_kn = true}, 0, 1);
     }
 }
 
-// Scratch: log-sum-exp and D = dO.O per query row, then S + D floats per thread.
+// Scratch: per-head partial dk and dv [B, H, S, D] each, then per thread the block's P
+// and dP/dS [kQueryBlock, S].
 size_t scratch_attention_back(const Tensor * node, int nth) {
-    const Tensor * q = node->src[0];
-    const int64_t rows = q->n_rows();
-    return (2 * static_cast<size_t>(rows) + static_cast<size_t>(nth) * static_cast<size_t>(node->src[1]->ne[2] + q->ne[0])) * sizeof(float);
+    const Geometry g(node);
+    const size_t partials = 2 * static_cast<size_t>(g.B * g.H * g.S * g.D);
+    return (partials + static_cast<size_t>(nth) * 2 * static_cast<size_t>(kQueryBlock * g.S)) * sizeof(float);
 }
 
-// Phase 0 (query rows): dq = scale * sum_s P (dO.v_s - D) k_s, saving lse and D.
-// Phase 1 (key rows, per kv head): dk_s = scale * sum_{h,t} dS q, dv_s = sum_{h,t} P dO,
-// recomputing P from lse. Each output row is summed in a fixed order by one thread.
+// Phase 0, per (head, batch), block by block of queries:
+//   P = softmax(scale q k^T), dP = dO v^T, dS = scale P (dP - rowsum(P dP)),
+//   dq = dS k, and this head's dk_h += dS^T q, dv_h += P^T dO.
+// Phase 1, per key row of a kv head: dk, dv = sum of dk_h, dv_h over its query heads.
 void kernel_attention_back(const KernelCtx & k, Tensor * node) {
     const Geometry g(node);
     const Tensor * q = node->src[0];
     const Tensor * kk = node->src[1];
     const Tensor * v = node->src[2];
     const Tensor * dout = node->src[3];
-    const int64_t rows = q->n_rows();
-    float * lse = reinterpret_cast<float *>(k.scratch);
-    float * dd = lse + rows;
     float * dq = node->data_as<float>();
     float * dk = dq + q->n_elements();
     float * dv = dk + kk->n_elements();
+    const int64_t head_floats = g.S * g.D;
+    float * dk_h = reinterpret_cast<float *>(k.scratch);
+    float * dv_h = dk_h + g.B * g.H * head_floats;
 
     if (k.phase == 0) {
-        float * p = dd + rows + static_cast<int64_t>(k.ith) * (g.S + g.D);
-        float * o = p + g.S;
-        const RowRange rr = split_rows(rows, k.ith, k.nth);
-        for (int64_t r = rr.begin; r < rr.end; ++r) {
-            const int64_t h = r % g.H, t = (r / g.H) % g.T, b = r / (g.H * g.T);
-            const int64_t kv = h / g.rep;
-            const int64_t last = g.last_key(t);
-            lse[r] = softmax_scores(g, q, kk, h, t, b, p);
-            std::memset(o, 0, static_cast<size_t>(g.D) * sizeof(float));
-            for (int64_t s = 0; s <= last; ++s) axpy(p[s], at<float>(v, 0, kv, s, b), o, g.D);
-            const float * go = at<float>(dout, 0, h, t, b);
-            dd[r] = dot(go, o, g.D);
-            float * dqr = dq + r * g.D;
-            std::memset(dqr, 0, static_cast<size_t>(g.D) * sizeof(float));
-            for (int64_t s = 0; s <= last; ++s) {
-                const float ds = p[s] * (dot(go, at<float>(v, 0, kv, s, b), g.D) - dd[r]);
-                axpy(g.scale * ds, at<float>(kk, 0, kv, s, b), dqr, g.D);
+        float * p = dv_h + g.B * g.H * head_floats + static_cast<int64_t>(k.ith) * 2 * kQueryBlock * g.S;
+        float * ds = p + kQueryBlock * g.S;
+        const RowRange rr = split_rows(g.H * g.B, k.ith, k.nth);
+        for (int64_t u = rr.begin; u < rr.end; ++u) {
+            const int64_t h = u % g.H, b = u / g.H;
+            float * dkh = dk_h + u * head_floats;
+            float * dvh = dv_h + u * head_floats;
+            std::fill(dkh, dkh + head_floats, 0.0f);
+            std::fill(dvh, dvh + head_floats, 0.0f);
+            const float * kh = at<float>(kk, 0, h / g.rep, 0, b);
+            const float * vh = at<float>(v, 0, h / g.rep, 0, b);
+            for (int64_t blk = 0; blk < g.n_blocks; ++blk) {
+                const QueryBlock qb(g, h, b, blk);
+                const float * qr = at<float>(q, 0, h, qb.t0, b);
+                const float * go = at<float>(dout, 0, h, qb.t0, b);
+                block_probabilities(g, q, kk, qb, p, g.S);
+                gemm_f32({.m = qb.rows, .n = qb.n_keys, .k = g.D, .a = go, .lda = pos_stride(dout), .b = vh,
+                          .ldb = pos_stride(v), .c = ds, .ldc = g.S}, 0, 1);
+                for (int64_t i = 0; i < qb.rows; ++i) {
+                    const float * pr = p + i * g.S;
+                    float * dsr = ds + i * g.S;
+                    const int64_t n = g.last_key(qb.t0 + i) + 1;
+                    float dd = 0.0f;
+                    for (int64_t s = 0; s < n; ++s) dd += pr[s] * dsr[s];
+                    for (int64_t s = 0; s < n; ++s) dsr[s] = g.scale * pr[s] * (dsr[s] - dd);
+                    std::fill(dsr + n, dsr + qb.n_keys, 0.0f);
+                }
+                gemm_f32({.m = qb.rows, .n = g.D, .k = qb.n_keys, .a = ds, .lda = g.S, .b = kh, .ldb = pos_stride(kk),
+                          .c = dq + (h + g.H * (qb.t0 + g.T * b)) * g.D, .ldc = g.H * g.D, .b_kn = true}, 0, 1);
+                gemm_f32({.m = qb.n_keys, .n = g.D, .k = qb.rows, .a = ds, .lda = g.S, .b = qr, .ldb = pos_stride(q),
+                          .c = dkh, .ldc = g.D, .accumulate = true, .a_km = true, .b_kn = true}, 0, 1);
+                gemm_f32({.m = qb.n_keys, .n = g.D, .k = qb.rows, .a = p, .lda = g.S, .b = go, .ldb = pos_stride(dout),
+                          .c = dvh, .ldc = g.D, .accumulate = true, .a_km = true, .b_kn = true}, 0, 1);
             }
         }
         return;
@@ -141,22 +167,17 @@ void kernel_attention_back(const KernelCtx & k, Tensor * node) {
     const RowRange rr = split_rows(kk->n_rows(), k.ith, k.nth);
     for (int64_t u = rr.begin; u < rr.end; ++u) {
         const int64_t kv = u % g.G, s = (u / g.G) % g.S, b = u / (g.G * g.S);
-        const float * ks = at<float>(kk, 0, kv, s, b);
-        const float * vs = at<float>(v, 0, kv, s, b);
         float * dks = dk + u * g.D;
         float * dvs = dv + u * g.D;
-        std::memset(dks, 0, static_cast<size_t>(g.D) * sizeof(float));
-        std::memset(dvs, 0, static_cast<size_t>(g.D) * sizeof(float));
-        const int64_t t0 = g.causal ? (s - g.n_past > 0 ? s - g.n_past : 0) : 0;
-        for (int64_t h = kv * g.rep; h < (kv + 1) * g.rep; ++h) {
-            for (int64_t t = t0; t < g.T; ++t) {
-                const int64_t r = h + g.H * (t + g.T * b);
-                const float * qr = at<float>(q, 0, h, t, b);
-                const float * go = at<float>(dout, 0, h, t, b);
-                const float pr = std::exp(g.scale * dot(qr, ks, g.D) - lse[r]);
-                const float ds = pr * (dot(go, vs, g.D) - dd[r]);
-                axpy(g.scale * ds, qr, dks, g.D);
-                axpy(pr, go, dvs, g.D);
+        const int64_t first = (b * g.H + kv * g.rep) * head_floats + s * g.D;
+        std::memcpy(dks, dk_h + first, static_cast<size_t>(g.D) * sizeof(float));
+        std::memcpy(dvs, dv_h + first, static_cast<size_t>(g.D) * sizeof(float));
+        for (int64_t j = 1; j < g.rep; ++j) {
+            const float * a = dk_h + first + j * head_floats;
+            const float * c = dv_h + first + j * head_floats;
+            for (int64_t d = 0; d < g.D; ++d) {
+                dks[d] += a[d];
+                dvs[d] += c[d];
             }
         }
     }

@@ -1,0 +1,37 @@
+// Dispatch of vec_math.h and its scalar implementation.
+#include "backend/cpu/vec_math.h"
+
+#include "backend/cpu/cpu_features.h"
+#include "backend/cpu/vec_math_kernels.h"
+
+#include <cmath>
+
+namespace toyllm::cpu {
+
+namespace {
+
+float exp_shifted_sum_scalar(float * x, int64_t n, float m) {
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+        x[i] = std::exp(x[i] - m);
+        sum += x[i];
+    }
+    return sum;
+}
+
+const kernels::MathKernels kScalarMath = {exp_shifted_sum_scalar};
+
+const kernels::MathKernels & math_for(SimdLevel level) {
+#if defined(TOYLLM_X86)
+    if (level == SimdLevel::AVX512) return kernels::kAvx512Math;
+    if (level == SimdLevel::AVX2) return kernels::kAvx2Math;
+#endif
+    (void)level;
+    return kScalarMath;
+}
+
+}  // namespace
+
+float exp_shifted_sum(float * x, int64_t n, float m) { return math_for(cpu_features().level).exp_shifted_sum(x, n, m); }
+
+}  // namespace toyllm::cpu

@@ -1,0 +1,15 @@
+// Element-wise math over float arrays, SIMD picked at run time (AVX-512, AVX2 + FMA, or
+// scalar through <cmath>): the exponentials of softmax and attention. The vector exp is
+// Cephes' expf (range reduction by ln 2 in two parts, degree-6 polynomial), within 2 ulp
+// of std::exp over the range softmax uses; results are deterministic for a SIMD level.
+#pragma once
+
+#include <cstdint>
+
+namespace toyllm::cpu {
+
+// x[i] = exp(x[i] - m) for i < n; returns the sum of the new x[i], summed in an order
+// that depends only on n and the SIMD level.
+float exp_shifted_sum(float * x, int64_t n, float m);
+
+}  // namespace toyllm::cpu

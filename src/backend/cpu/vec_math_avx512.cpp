@@ -1,0 +1,58 @@
+// AVX-512 implementations of vec_math.h (compiled with -mavx512f and friends).
+#include "backend/cpu/vec_math_kernels.h"
+
+#include <immintrin.h>
+
+// GCC 12 reports the _mm512_undefined_ps() inside its own intrinsic headers as maybe
+// uninitialized (and its reduce_add as uninitialized) once they are inlined here; the
+// headers, not this code, are the cause.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+namespace toyllm::cpu::kernels {
+
+namespace {
+
+// Cephes expf: n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts), exp(r) by a
+// degree-6 polynomial, times 2^n by scalef (which also underflows to 0 properly).
+__m512 exp_ps(__m512 x) {
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.7f)), _mm512_set1_ps(-104.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+float exp_shifted_sum(float * x, int64_t n, float m) {
+    const __m512 vm = _mm512_set1_ps(m);
+    __m512 acc = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
+        _mm512_storeu_ps(x + i, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    if (i < n) {
+        const __mmask16 mask = static_cast<__mmask16>((1u << (n - i)) - 1);
+        const __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + i), vm));
+        _mm512_mask_storeu_ps(x + i, mask, e);
+        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(mask, e));
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+}  // namespace
+
+extern const MathKernels kAvx512Math = {exp_shifted_sum};
+
+}  // namespace toyllm::cpu::kernels

@@ -1,0 +1,16 @@
+// The interface between vec_math.cpp (dispatch) and the per-ISA files vec_math_avx2.cpp
+// and vec_math_avx512.cpp: function pointers only (see vec_dot_kernels.h for why).
+#pragma once
+
+#include <cstdint>
+
+namespace toyllm::cpu::kernels {
+
+struct MathKernels {
+    float (*exp_shifted_sum)(float * x, int64_t n, float m);
+};
+
+extern const MathKernels kAvx2Math;    // vec_math_avx2.cpp; needs AVX2 + FMA
+extern const MathKernels kAvx512Math;  // vec_math_avx512.cpp; needs AVX-512 F/DQ
+
+}  // namespace toyllm::cpu::kernels
