@@ -910,6 +910,9 @@ std::vector<OpCase> forward_cases() {
         {"attention_noncausal", 5, 3, 3, 4, 7, 2, false, 0.0f},
         {"attention_gqa_H4_G2", 8, 4, 2, 5, 5, 2, true, 0.0f},
         {"attention_gqa_H4_G1_cached", 7, 4, 1, 3, 6, 1, true, 0.3f},
+        // Past the kernel's 64-query blocks: later blocks reach more keys.
+        {"attention_query_blocks_causal_gqa", 8, 4, 2, 130, 140, 2, true, 0.0f},
+        {"attention_query_blocks_noncausal", 5, 2, 1, 70, 75, 1, false, 0.0f},
     };
     for (const AttnCase & ac : attns) {
         c.push_back({ac.name, [ac](Dual & D) {
@@ -1071,6 +1074,12 @@ std::vector<OpCase> gradient_cases() {
                      const V q = D.f32("q", {6, 4, 3, 2}, p_wide);
                      const V k = D.f32("k", {6, 2, 5, 2}, p_wide);
                      const V v = D.f32("v", {6, 2, 5, 2}, p_wide);
+                     return attention(D, q, k, v, {.causal = true});
+                 }});
+    c.push_back({"attention_query_blocks_gqa_cached", [=](Dual & D) {
+                     const V q = D.f32("q", {4, 2, 70, 1}, p_wide);  // two blocks of 64 queries
+                     const V k = D.f32("k", {4, 1, 75, 1}, p_wide);
+                     const V v = D.f32("v", {4, 1, 75, 1}, p_wide);
                      return attention(D, q, k, v, {.causal = true});
                  }});
     c.push_back({"attention_gqa_H4_G1", [=](Dual & D) {
