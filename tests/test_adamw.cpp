@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <vector>
 
 namespace {
 
@@ -75,6 +77,36 @@ TEST(AdamW, ClipsByTheGlobalNormOfAllParams) {
     // m_1 = (1 - beta1) * g * 1 / (5 + 1e-6)
     EXPECT_NEAR(opt.m(0)->data_as<float>()[0], 0.1 * 3.0 / (5.0 + 1e-6), 1e-7);
     EXPECT_NEAR(opt.m(1)->data_as<float>()[0], 0.1 * 4.0 / (5.0 + 1e-6), 1e-7);
+}
+
+// Several chunks of work over params of odd sizes: the norm (summed per chunk, then in
+// chunk order) and every updated value have the same bits for 1 and 3 threads, and the
+// norm is the double-precision one.
+TEST(AdamW, SameBitsForAnyThreadCount) {
+    std::vector<std::vector<float>> results;
+    for (int n_threads : {1, 3}) {
+        Context ctx;
+        std::vector<Tensor *> params;
+        double sq = 0.0;
+        for (int64_t n : {200001, 7, 65536}) {
+            std::vector<float> p(static_cast<size_t>(n)), g(static_cast<size_t>(n));
+            for (int64_t i = 0; i < n; ++i) {
+                p[static_cast<size_t>(i)] = std::sin(0.001f * static_cast<float>(i));
+                g[static_cast<size_t>(i)] = std::cos(0.37f * static_cast<float>(i + n));
+                sq += static_cast<double>(g[static_cast<size_t>(i)]) * g[static_cast<size_t>(i)];
+            }
+            params.push_back(param_with_grad(ctx, p, g));
+        }
+        AdamW opt(ctx, params, {.lr = 0.01f, .weight_decay = 0.1f, .grad_clip = 1.0f, .n_threads = n_threads});
+        const float norm = opt.step();
+        EXPECT_NEAR(norm, std::sqrt(sq), 1e-6 * std::sqrt(sq));
+        std::vector<float> all(1, norm);
+        opt.step();
+        for (const Tensor * p : params) all.insert(all.end(), p->data_as<float>(), p->data_as<float>() + p->n_elements());
+        results.push_back(all);
+    }
+    ASSERT_EQ(results[0].size(), results[1].size());
+    EXPECT_EQ(std::memcmp(results[0].data(), results[1].data(), results[0].size() * sizeof(float)), 0);
 }
 
 TEST(AdamW, RejectsBadInput) {

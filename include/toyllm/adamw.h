@@ -5,9 +5,14 @@
 
 #include "toyllm/tensor.h"
 
+#include <memory>
 #include <vector>
 
 namespace toyllm {
+
+namespace cpu {
+class ThreadPool;
+}
 
 struct AdamWConfig {
     float lr = 1e-3f;            // default learning rate (step() may override it)
@@ -16,12 +21,14 @@ struct AdamWConfig {
     float eps = 1e-8f;           // added to sqrt(v_hat)
     float weight_decay = 0.0f;   // p -= lr * weight_decay * p before the Adam update
     float grad_clip = 0.0f;      // clip to this global L2 norm (as torch.nn.utils.clip_grad_norm_); 0 = off
+    int n_threads = 1;           // threads for the update (the result does not depend on it)
 };
 
 class AdamW {
   public:
     // Allocates zeroed moments for every param (f32, each with its grad) in ctx.
     AdamW(Context & ctx, std::vector<Tensor *> params, const AdamWConfig & cfg);
+    ~AdamW();
 
     // One update of every param from its grad; returns the global gradient norm before
     // clipping. lr < 0 uses cfg.lr (schedules pass theirs).
@@ -34,8 +41,18 @@ class AdamW {
     Tensor * v(size_t i) const { return v_[i]; }
 
   private:
+    // Elements [begin, end) of param j: the unit of work and of the norm's partial sums,
+    // fixed at construction so that the summation order does not depend on n_threads.
+    struct Chunk {
+        size_t j;
+        int64_t begin, end;
+    };
+
     AdamWConfig cfg_;
     std::vector<Tensor *> params_, m_, v_;
+    std::vector<Chunk> chunks_;
+    std::vector<double> partial_;  // sum of squared gradients per chunk
+    std::unique_ptr<cpu::ThreadPool> pool_;
     int64_t t_ = 0;
 };
 

@@ -17,7 +17,11 @@ bool OpProfile::requested() {
 void OpProfile::record(const Tensor * node, double seconds) {
     std::string key = ops::op_info(node->op).name;
     if (node->op == Op::MATMUL) {
-        key += node->params.i[0] != 0 ? " (transposed a)" : " (a " + std::string(dtype_name(node->src[0]->type)) + ")";
+        // The weight-gradient form multiplies two transposed views (x^T, grad^T).
+        const bool b_transposed = node->src[1]->nb[0] != static_cast<int64_t>(sizeof(float));
+        key += node->params.i[0] != 0 ? " (transposed a)"
+               : b_transposed         ? " (transposed b)"
+                                      : " (a " + std::string(dtype_name(node->src[0]->type)) + ")";
     }
     if (node->view_src != nullptr) key += " (in place)";
     Row & r = rows_[key];

@@ -87,7 +87,7 @@ Trainer::Trainer(Model & model, std::vector<Tensor *> params, const Dataset & da
         g_->eval = std::make_unique<LossGraph>(model_, data_.n_ctx(), std::min(opts_.micro_batch, data_.n_val()), 1.0f, false);
     }
     optimizer_ = std::make_unique<AdamW>(pctx_, params_,
-                                         AdamWConfig{.lr = opts_.lr, .weight_decay = opts_.weight_decay, .grad_clip = opts_.grad_clip});
+                                         AdamWConfig{.lr = opts_.lr, .weight_decay = opts_.weight_decay, .grad_clip = opts_.grad_clip, .n_threads = opts_.n_threads});
     backend_ = make_backend(opts_.device, {.n_threads = opts_.n_threads});
 }
 
