@@ -586,4 +586,32 @@ TEST(VecMath, ExpShiftedSumMatchesStdExp) {
     });
 }
 
+// SiLU, SwiGLU and the SiLU gradient against double formulas at every level and tail
+// length, over the range where exp(-x) under- and overflows.
+TEST(VecMath, SiluFamilyMatchesDouble) {
+    for_each_level([](SimdLevel) {
+        std::mt19937 rng(29);
+        std::uniform_real_distribution<float> u(-95.0f, 95.0f), w(-2.0f, 2.0f);
+        for (int64_t n : {1, 7, 8, 9, 16, 31, 300}) {
+            SCOPED_TRACE("n " + std::to_string(n));
+            std::vector<float> x(static_cast<size_t>(n)), b(static_cast<size_t>(n));
+            for (size_t i = 0; i < x.size(); ++i) {
+                x[i] = i % 3 == 0 ? w(rng) : u(rng);
+                b[i] = w(rng);
+            }
+            std::vector<float> silu(x.size()), swiglu(x.size()), back(x.size());
+            toyllm::cpu::silu_mul(x.data(), nullptr, silu.data(), n);
+            toyllm::cpu::silu_mul(x.data(), b.data(), swiglu.data(), n);
+            toyllm::cpu::silu_back(x.data(), b.data(), back.data(), n);
+            for (size_t i = 0; i < x.size(); ++i) {
+                const double xd = x[i], s = 1.0 / (1.0 + std::exp(-xd));
+                const double want_back = b[i] * s * (1.0 + xd * (1.0 - s));
+                EXPECT_NEAR(silu[i], xd * s, 1e-6 * std::fabs(xd * s) + 1e-30) << "x " << x[i];
+                EXPECT_NEAR(swiglu[i], xd * s * b[i], 1e-6 * std::fabs(xd * s * b[i]) + 1e-30) << "x " << x[i];
+                EXPECT_NEAR(back[i], want_back, 2e-6 * (std::fabs(want_back) + std::fabs(b[i]) * s) + 1e-30) << "x " << x[i];
+            }
+        }
+    });
+}
+
 }  // namespace

@@ -2,6 +2,7 @@
 // threads; operands may be strided in every dim, including dim 0.
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/thread_pool.h"
+#include "backend/cpu/vec_math.h"
 
 #include <cmath>
 #include <cstring>
@@ -20,8 +21,9 @@ Index row_index(const Tensor * t, int64_t r) {
 
 float load(const Tensor * t, int64_t i0, int64_t i1, int64_t i2, int64_t i3) { return *at<float>(t, i0, i1, i2, i3); }
 
-// out = f(a, b) with b tiled over a.
-template <class F> void binary_rows(const KernelCtx & k, Tensor * node, F f) {
+// out = f(a, b) with b tiled over a; rows where both operands are contiguous and of the
+// same length go through row_fn(a, b, out, n) instead.
+template <class F, class R> void binary_rows(const KernelCtx & k, Tensor * node, F f, R row_fn) {
     const Tensor * a = node->src[0];
     const Tensor * b = node->src[1];
     const RowRange rr = split_rows(node->n_rows(), k.ith, k.nth);
@@ -33,13 +35,19 @@ template <class F> void binary_rows(const KernelCtx & k, Tensor * node, F f) {
         const float * pa = at<float>(a, 0, x.i1, x.i2, x.i3);
         const float * pb = at<float>(b, 0, x.i1 % b->ne[1], x.i2 % b->ne[2], x.i3 % b->ne[3]);
         if (fast) {
-            for (int64_t i = 0; i < n0; ++i) y[i] = f(pa[i], pb[i]);
+            row_fn(pa, pb, y, n0);
         } else {
             for (int64_t i = 0; i < n0; ++i) {
                 y[i] = f(load(a, i, x.i1, x.i2, x.i3), load(b, i % b->ne[0], x.i1 % b->ne[1], x.i2 % b->ne[2], x.i3 % b->ne[3]));
             }
         }
     }
+}
+
+template <class F> void binary_rows(const KernelCtx & k, Tensor * node, F f) {
+    binary_rows(k, node, f, [&f](const float * a, const float * b, float * y, int64_t n) {
+        for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], b[i]);
+    });
 }
 
 template <class F> void unary_rows(const KernelCtx & k, Tensor * node, F f) {
@@ -74,14 +82,17 @@ void kernel_mul(const KernelCtx & k, Tensor * node) {
 }
 
 void kernel_swiglu(const KernelCtx & k, Tensor * node) {
-    binary_rows(k, node, [](float g, float u) { return silu_f(g) * u; });
+    binary_rows(k, node, [](float g, float u) { return silu_f(g) * u; }, silu_mul);
 }
 
 void kernel_silu_back(const KernelCtx & k, Tensor * node) {
-    binary_rows(k, node, [](float x, float dy) {
-        const float s = 1.0f / (1.0f + std::exp(-x));
-        return dy * s * (1.0f + x * (1.0f - s));
-    });
+    binary_rows(
+        k, node,
+        [](float x, float dy) {
+            const float s = 1.0f / (1.0f + std::exp(-x));
+            return dy * s * (1.0f + x * (1.0f - s));
+        },
+        silu_back);
 }
 
 void kernel_scale(const KernelCtx & k, Tensor * node) {
@@ -89,7 +100,18 @@ void kernel_scale(const KernelCtx & k, Tensor * node) {
     unary_rows(k, node, [s](float v) { return v * s; });
 }
 
-void kernel_silu(const KernelCtx & k, Tensor * node) { unary_rows(k, node, silu_f); }
+void kernel_silu(const KernelCtx & k, Tensor * node) {
+    const Tensor * a = node->src[0];
+    if (a->nb[0] != 4) {
+        unary_rows(k, node, silu_f);
+        return;
+    }
+    const RowRange rr = split_rows(node->n_rows(), k.ith, k.nth);
+    for (int64_t r = rr.begin; r < rr.end; ++r) {
+        const Index x = row_index(node, r);
+        silu_mul(at<float>(a, 0, x.i1, x.i2, x.i3), nullptr, at<float>(node, 0, x.i1, x.i2, x.i3), node->ne[0]);
+    }
+}
 
 // Phase 0: each row's sum (in order) into scratch; phase 1: thread 0 adds the rows in
 // order. The result is the same for any thread count.

@@ -19,7 +19,21 @@ float exp_shifted_sum_scalar(float * x, int64_t n, float m) {
     return sum;
 }
 
-const kernels::MathKernels kScalarMath = {exp_shifted_sum_scalar};
+void silu_mul_scalar(const float * g, const float * u, float * y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        const float s = g[i] / (1.0f + std::exp(-g[i]));
+        y[i] = u != nullptr ? s * u[i] : s;
+    }
+}
+
+void silu_back_scalar(const float * x, const float * dy, float * y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        const float s = 1.0f / (1.0f + std::exp(-x[i]));
+        y[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
+    }
+}
+
+const kernels::MathKernels kScalarMath = {exp_shifted_sum_scalar, silu_mul_scalar, silu_back_scalar};
 
 const kernels::MathKernels & math_for(SimdLevel level) {
 #if defined(TOYLLM_X86)
@@ -33,5 +47,9 @@ const kernels::MathKernels & math_for(SimdLevel level) {
 }  // namespace
 
 float exp_shifted_sum(float * x, int64_t n, float m) { return math_for(cpu_features().level).exp_shifted_sum(x, n, m); }
+
+void silu_mul(const float * g, const float * u, float * y, int64_t n) { math_for(cpu_features().level).silu_mul(g, u, y, n); }
+
+void silu_back(const float * x, const float * dy, float * y, int64_t n) { math_for(cpu_features().level).silu_back(x, dy, y, n); }
 
 }  // namespace toyllm::cpu

@@ -1,5 +1,5 @@
 // Element-wise math over float arrays, SIMD picked at run time (AVX-512, AVX2 + FMA, or
-// scalar through <cmath>): the exponentials of softmax and attention. The vector exp is
+// scalar through <cmath>): the exponentials of softmax, attention and SiLU. The vector exp is
 // Cephes' expf (range reduction by ln 2 in two parts, degree-6 polynomial), within 2 ulp
 // of std::exp over the range softmax uses; results are deterministic for a SIMD level.
 #pragma once
@@ -11,5 +11,11 @@ namespace toyllm::cpu {
 // x[i] = exp(x[i] - m) for i < n; returns the sum of the new x[i], summed in an order
 // that depends only on n and the SIMD level.
 float exp_shifted_sum(float * x, int64_t n, float m);
+
+// y[i] = silu(g[i]) * u[i], or silu(g[i]) when u is nullptr; silu(x) = x / (1 + exp(-x)).
+void silu_mul(const float * g, const float * u, float * y, int64_t n);
+
+// y[i] = dy[i] * silu'(x[i]) = dy s (1 + x (1 - s)) with s = 1 / (1 + exp(-x)).
+void silu_back(const float * x, const float * dy, float * y, int64_t n);
 
 }  // namespace toyllm::cpu

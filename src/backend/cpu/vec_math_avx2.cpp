@@ -55,8 +55,56 @@ float exp_shifted_sum(float * x, int64_t n, float m) {
     return hsum(acc);
 }
 
+__m256 silu_ps(__m256 g) {
+    const __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    return _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+__m256 silu_back_ps(__m256 x, __m256 dy) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+    return _mm256_mul_ps(_mm256_mul_ps(dy, s), _mm256_add_ps(one, _mm256_mul_ps(x, _mm256_sub_ps(one, s))));
+}
+
+// The last n < 8 values go through a zero-padded stack copy.
+void load_tail(const float * x, int64_t n, float * buf) {
+    for (int64_t j = 0; j < 8; ++j) buf[j] = j < n ? x[j] : 0.0f;
+}
+
+void silu_mul(const float * g, const float * u, float * y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 s = silu_ps(_mm256_loadu_ps(g + i));
+        if (u != nullptr) s = _mm256_mul_ps(s, _mm256_loadu_ps(u + i));
+        _mm256_storeu_ps(y + i, s);
+    }
+    if (i < n) {
+        alignas(32) float a[8], b[8];
+        load_tail(g + i, n - i, a);
+        __m256 s = silu_ps(_mm256_load_ps(a));
+        if (u != nullptr) {
+            load_tail(u + i, n - i, b);
+            s = _mm256_mul_ps(s, _mm256_load_ps(b));
+        }
+        _mm256_store_ps(a, s);
+        for (int64_t j = i; j < n; ++j) y[j] = a[j - i];
+    }
+}
+
+void silu_back(const float * x, const float * dy, float * y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, silu_back_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(dy + i)));
+    if (i < n) {
+        alignas(32) float a[8], b[8];
+        load_tail(x + i, n - i, a);
+        load_tail(dy + i, n - i, b);
+        _mm256_store_ps(a, silu_back_ps(_mm256_load_ps(a), _mm256_load_ps(b)));
+        for (int64_t j = i; j < n; ++j) y[j] = a[j - i];
+    }
+}
+
 }  // namespace
 
-extern const MathKernels kAvx2Math = {exp_shifted_sum};
+extern const MathKernels kAvx2Math = {exp_shifted_sum, silu_mul, silu_back};
 
 }  // namespace toyllm::cpu::kernels

@@ -51,8 +51,37 @@ float exp_shifted_sum(float * x, int64_t n, float m) {
     return _mm512_reduce_add_ps(acc);
 }
 
+// The mask of lanes [0, n), n < 16.
+__mmask16 tail_mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
+
+__m512 silu_ps(__m512 g) {
+    const __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), g));
+    return _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+void silu_mul(const float * g, const float * u, float * y, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : tail_mask(n - i);
+        __m512 s = silu_ps(_mm512_maskz_loadu_ps(k, g + i));
+        if (u != nullptr) s = _mm512_mul_ps(s, _mm512_maskz_loadu_ps(k, u + i));
+        _mm512_mask_storeu_ps(y + i, k, s);
+    }
+}
+
+void silu_back(const float * x, const float * dy, float * y, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : tail_mask(n - i);
+        const __m512 xv = _mm512_maskz_loadu_ps(k, x + i);
+        const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), xv))));
+        const __m512 d = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, dy + i), s),
+                                       _mm512_add_ps(one, _mm512_mul_ps(xv, _mm512_sub_ps(one, s))));
+        _mm512_mask_storeu_ps(y + i, k, d);
+    }
+}
+
 }  // namespace
 
-extern const MathKernels kAvx512Math = {exp_shifted_sum};
+extern const MathKernels kAvx512Math = {exp_shifted_sum, silu_mul, silu_back};
 
 }  // namespace toyllm::cpu::kernels

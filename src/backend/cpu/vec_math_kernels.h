@@ -8,6 +8,8 @@ namespace toyllm::cpu::kernels {
 
 struct MathKernels {
     float (*exp_shifted_sum)(float * x, int64_t n, float m);
+    void (*silu_mul)(const float * g, const float * u, float * y, int64_t n);
+    void (*silu_back)(const float * x, const float * dy, float * y, int64_t n);
 };
 
 extern const MathKernels kAvx2Math;    // vec_math_avx2.cpp; needs AVX2 + FMA
