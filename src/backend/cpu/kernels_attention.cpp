@@ -72,7 +72,7 @@ void block_probabilities(const Geometry & g, const Tensor * q, const Tensor * k,
             row[s] *= g.scale;
             m = std::max(m, row[s]);
         }
-        const float inv = 1.0f / exp_shifted_sum(row, n, m);
+        const auto inv = static_cast<float>(1.0 / exp_shifted_sum(row, n, m));
         for (int64_t s = 0; s < n; ++s) row[s] *= inv;
         std::fill(row + n, row + qb.n_keys, 0.0f);
     }

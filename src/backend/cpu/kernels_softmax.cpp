@@ -2,33 +2,29 @@
 // are made per row, then combined in row order by one thread.
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/thread_pool.h"
+#include "backend/cpu/vec_math.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace toyllm::cpu {
 
 namespace {
 
-// y = softmax(x) over n values; returns log(sum exp(x - max)) + max.
-double softmax_row(const float * x, float * y, int64_t n) {
+float row_max(const float * x, int64_t n) {
     float m = -std::numeric_limits<float>::infinity();
     for (int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
-    double s = 0.0;
-    for (int64_t i = 0; i < n; ++i) {
-        y[i] = std::exp(x[i] - m);
-        s += y[i];
-    }
-    const float inv = static_cast<float>(1.0 / s);
-    for (int64_t i = 0; i < n; ++i) y[i] *= inv;
-    return std::log(s) + m;
+    return m;
 }
 
-double log_sum_exp(const float * x, int64_t n) {
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
-    double s = 0.0;
-    for (int64_t i = 0; i < n; ++i) s += std::exp(static_cast<double>(x[i] - m));
+// y = softmax(x) over n values (y may be x); returns log(sum exp(x - max)) + max.
+double softmax_row(const float * x, float * y, int64_t n) {
+    const float m = row_max(x, n);
+    if (y != x) std::memcpy(y, x, static_cast<size_t>(n) * sizeof(float));
+    const double s = exp_shifted_sum(y, n, m);
+    const float inv = static_cast<float>(1.0 / s);
+    for (int64_t i = 0; i < n; ++i) y[i] *= inv;
     return std::log(s) + m;
 }
 
@@ -55,7 +51,11 @@ void kernel_softmax_back(const KernelCtx & k, Tensor * node) {
     }
 }
 
-size_t scratch_cross_entropy(const Tensor * node, int) { return static_cast<size_t>(node->src[0]->n_rows()) * sizeof(double); }
+// Per-row losses, then a row of exponentials per thread.
+size_t scratch_cross_entropy(const Tensor * node, int nth) {
+    const Tensor * logits = node->src[0];
+    return static_cast<size_t>(logits->n_rows()) * sizeof(double) + static_cast<size_t>(nth * logits->ne[0]) * sizeof(float);
+}
 
 // Phase 0: per-row loss (NaN marks an ignored row); phase 1: the mean, in row order.
 void kernel_cross_entropy(const KernelCtx & k, Tensor * node) {
@@ -75,7 +75,8 @@ void kernel_cross_entropy(const KernelCtx & k, Tensor * node) {
             }
             if (t < 0 || t >= n_vocab) throw Error("cross_entropy: target " + std::to_string(t) + " outside the vocabulary of " + std::to_string(n_vocab));
             const float * x = row<float>(logits, r);
-            loss[r] = log_sum_exp(x, n_vocab) - x[t];
+            float * e = reinterpret_cast<float *>(loss + n_rows) + static_cast<int64_t>(k.ith) * n_vocab;
+            loss[r] = softmax_row(x, e, n_vocab) - x[t];
         }
         return;
     }

@@ -10,8 +10,8 @@ namespace toyllm::cpu {
 
 namespace {
 
-float exp_shifted_sum_scalar(float * x, int64_t n, float m) {
-    float sum = 0.0f;
+double exp_shifted_sum_scalar(float * x, int64_t n, float m) {
+    double sum = 0.0;
     for (int64_t i = 0; i < n; ++i) {
         x[i] = std::exp(x[i] - m);
         sum += x[i];
@@ -46,7 +46,7 @@ const kernels::MathKernels & math_for(SimdLevel level) {
 
 }  // namespace
 
-float exp_shifted_sum(float * x, int64_t n, float m) { return math_for(cpu_features().level).exp_shifted_sum(x, n, m); }
+double exp_shifted_sum(float * x, int64_t n, float m) { return math_for(cpu_features().level).exp_shifted_sum(x, n, m); }
 
 void silu_mul(const float * g, const float * u, float * y, int64_t n) { math_for(cpu_features().level).silu_mul(g, u, y, n); }
 

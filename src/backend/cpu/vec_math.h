@@ -8,9 +8,9 @@
 
 namespace toyllm::cpu {
 
-// x[i] = exp(x[i] - m) for i < n; returns the sum of the new x[i], summed in an order
-// that depends only on n and the SIMD level.
-float exp_shifted_sum(float * x, int64_t n, float m);
+// x[i] = exp(x[i] - m) for i < n; returns the sum of the new x[i], summed in double in
+// an order that depends only on n and the SIMD level.
+double exp_shifted_sum(float * x, int64_t n, float m);
 
 // y[i] = silu(g[i]) * u[i], or silu(g[i]) when u is nullptr; silu(x) = x / (1 + exp(-x)).
 void silu_mul(const float * g, const float * u, float * y, int64_t n);

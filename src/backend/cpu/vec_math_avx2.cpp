@@ -26,21 +26,26 @@ __m256 exp_ps(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+// Adds the 8 floats of e to two 4-lane double accumulators.
+void add_to_double(__m256 e, __m256d & lo, __m256d & hi) {
+    lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+    hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
 }
 
-float exp_shifted_sum(float * x, int64_t n, float m) {
+double hsum(__m256d v) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+    return _mm_cvtsd_f64(s);
+}
+
+double exp_shifted_sum(float * x, int64_t n, float m) {
     const __m256 vm = _mm256_set1_ps(m);
-    __m256 acc = _mm256_setzero_ps();
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
         _mm256_storeu_ps(x + i, e);
-        acc = _mm256_add_ps(acc, e);
+        add_to_double(e, lo, hi);
     }
     if (i < n) {
         alignas(32) float tail[8] = {};
@@ -50,9 +55,9 @@ float exp_shifted_sum(float * x, int64_t n, float m) {
         const __m256 e = _mm256_and_ps(exp_ps(_mm256_load_ps(tail)), keep);
         _mm256_store_ps(tail, e);
         for (int64_t j = i; j < n; ++j) x[j] = tail[j - i];
-        acc = _mm256_add_ps(acc, e);
+        add_to_double(e, lo, hi);
     }
-    return hsum(acc);
+    return hsum(_mm256_add_pd(lo, hi));
 }
 
 __m256 silu_ps(__m256 g) {

@@ -33,22 +33,22 @@ __m512 exp_ps(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-float exp_shifted_sum(float * x, int64_t n, float m) {
+// Adds the 16 floats of e to two 8-lane double accumulators.
+void add_to_double(__m512 e, __m512d & lo, __m512d & hi) {
+    lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+    hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+}
+
+double exp_shifted_sum(float * x, int64_t n, float m) {
     const __m512 vm = _mm512_set1_ps(m);
-    __m512 acc = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
-        _mm512_storeu_ps(x + i, e);
-        acc = _mm512_add_ps(acc, e);
+    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+        const __m512 e = _mm512_maskz_mov_ps(k, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vm)));
+        _mm512_mask_storeu_ps(x + i, k, e);
+        add_to_double(e, lo, hi);
     }
-    if (i < n) {
-        const __mmask16 mask = static_cast<__mmask16>((1u << (n - i)) - 1);
-        const __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + i), vm));
-        _mm512_mask_storeu_ps(x + i, mask, e);
-        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(mask, e));
-    }
-    return _mm512_reduce_add_ps(acc);
+    return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
 }
 
 // The mask of lanes [0, n), n < 16.

@@ -7,7 +7,7 @@
 namespace toyllm::cpu::kernels {
 
 struct MathKernels {
-    float (*exp_shifted_sum)(float * x, int64_t n, float m);
+    double (*exp_shifted_sum)(float * x, int64_t n, float m);
     void (*silu_mul)(const float * g, const float * u, float * y, int64_t n);
     void (*silu_back)(const float * x, const float * dy, float * y, int64_t n);
 };
