@@ -1,7 +1,9 @@
 // matmul on the CPU. Phase 0 brings the operands into the layout the inner kernels
 // want (scratch copies only when needed); phase 1 computes.
 //
-//   a f32:          C[m, n] = sum_k b[m, k] a[n, k] through gemm_f32 (any M)
+//   a f32:          C[m, n] = sum_k b[m, k] a[n, k] through gemm_f32 (any M); an operand
+//                   that is a transposed view of contiguous rows (x^T, grad^T in the
+//                   weight gradient) is handed over in place as gemm's k-major operand
 //   a quantized/f16/bf16: b's rows are converted once into the partner format of a's
 //                   type (vec_dot.h) and each output is one dot product of a row of a.
 //                   One activation row (decode): matvec_rows. Several (prefill): the
@@ -34,8 +36,10 @@ size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 // Where phase 0 puts things in the scratch, and which operands to read in phase 1.
 struct MatmulPlan {
     bool transposed;   // out[k, m] = sum_n a[k, n] b[n, m]
-    bool a_direct;     // use a in place (rows contiguous; f32 when transposed)
-    bool b_direct;     // f32 b with contiguous rows, used in place
+    bool a_direct;     // use a in place (rows contiguous; f32 when transposed; or a_kn)
+    bool a_kn;         // f32 a stored k-major (dim 1 contiguous): gemm's b_kn operand
+    bool b_direct;     // f32 b used in place: contiguous rows, or b_km
+    bool b_km;         // b stored k-major (dim 1 contiguous): gemm's a_km operand
     bool quant;        // dot-product path (a not f32, not transposed)
     bool tiled;        // quant with several activation rows per weight matrix: matmul_tile
     bool shared_a;     // one weight matrix for every row of b (a not batched), node contiguous
@@ -50,8 +54,10 @@ struct MatmulPlan {
         const Tensor * b = node->src[1];
         transposed = node->params.i[0] != 0;
         quant = !transposed && a->type != DType::F32;
-        a_direct = a->nb[0] == static_cast<int64_t>(dtype_info(a->type).type_size) && (!transposed || a->type == DType::F32);
-        b_direct = b->nb[0] == 4;
+        a_kn = !transposed && a->type == DType::F32 && a->nb[0] != 4 && a->nb[1] == 4 && a->nb[0] % 4 == 0;
+        a_direct = a_kn || (a->nb[0] == static_cast<int64_t>(dtype_info(a->type).type_size) && (!transposed || a->type == DType::F32));
+        b_km = !quant && b->nb[0] != 4 && b->nb[1] == 4 && b->nb[0] % 4 == 0;
+        b_direct = b->nb[0] == 4 || b_km;
         size_t at = 0;
         if (!a_direct) {
             a_off = at;
@@ -228,14 +234,15 @@ void compute(const KernelCtx & k, Tensor * node, const MatmulPlan & p) {
             GemmArgs g{};
             g.m = M;
             g.a = p.b_direct ? at<float>(b, 0, 0, i2, i3) : reinterpret_cast<const float *>(k.scratch + p.b_off) + b_batch * M * b->ne[0];
-            g.lda = p.b_direct ? b->nb[1] / 4 : b->ne[0];
+            g.lda = p.b_direct ? (p.b_km ? b->nb[0] : b->nb[1]) / 4 : b->ne[0];
+            g.a_km = p.b_km;
             g.ldc = node->ne[0];
             g.c = c;
             g.n = p.transposed ? a->ne[0] : a->ne[1];
             g.k = p.transposed ? a->ne[1] : a->ne[0];
             g.b = p.a_direct ? at<float>(a, 0, 0, a2, a3) : reinterpret_cast<const float *>(k.scratch + p.a_off) + a_batch * a->ne[0] * a->ne[1];
-            g.ldb = p.a_direct ? a->nb[1] / 4 : a->ne[0];
-            g.b_kn = p.transposed;
+            g.ldb = p.a_direct ? (p.a_kn ? a->nb[0] : a->nb[1]) / 4 : a->ne[0];
+            g.b_kn = p.transposed || p.a_kn;
             gemm_f32(g, k.ith, k.nth);
         }
     }
