@@ -1,9 +1,12 @@
 // matmul on the CPU. Phase 0 brings the operands into the layout the inner kernels
 // want (scratch copies only when needed); phase 1 computes.
 //
-//   a f32:          C[m, n] = sum_k b[m, k] a[n, k] through gemm_f32 (any M); an operand
-//                   that is a transposed view of contiguous rows (x^T, grad^T in the
-//                   weight gradient) is handed over in place as gemm's k-major operand
+//   a f32:          C[m, n] = sum_k b[m, k] a[n, k] through gemm_f32; an operand that is a
+//                   transposed view of contiguous rows (x^T, grad^T in the weight
+//                   gradient) is handed over in place as gemm's k-major operand. One
+//                   activation row per weight matrix (decode) takes the dot-product path
+//                   below instead: gemm would pack (transpose) every weight row to use
+//                   it once. Its outputs differ from the many-row GEMM's in the last bits.
 //   a quantized/f16/bf16: b's rows are converted once into the partner format of a's
 //                   type (vec_dot.h) and each output is one dot product of a row of a.
 //                   One activation row (decode): matvec_rows. Several (prefill): the
@@ -40,7 +43,7 @@ struct MatmulPlan {
     bool a_kn;         // f32 a stored k-major (dim 1 contiguous): gemm's b_kn operand
     bool b_direct;     // f32 b used in place: contiguous rows, or b_km
     bool b_km;         // b stored k-major (dim 1 contiguous): gemm's a_km operand
-    bool quant;        // dot-product path (a not f32, not transposed)
+    bool quant;        // dot-product path (a not f32 or one row of b per matrix; not transposed)
     bool tiled;        // quant with several activation rows per weight matrix: matmul_tile
     bool shared_a;     // one weight matrix for every row of b (a not batched), node contiguous
     DType vdt = DType::F32;
@@ -53,7 +56,10 @@ struct MatmulPlan {
         const Tensor * a = node->src[0];
         const Tensor * b = node->src[1];
         transposed = node->params.i[0] != 0;
-        quant = !transposed && a->type != DType::F32;
+        shared_a = a->ne[2] == 1 && a->ne[3] == 1 && node->nb[2] == node->nb[1] * node->ne[1] &&
+                   node->nb[3] == node->nb[2] * node->ne[2];
+        const int64_t rows_per_matrix = shared_a ? b->n_rows() : b->ne[1];
+        quant = !transposed && (a->type != DType::F32 || (rows_per_matrix == 1 && a->nb[0] == 4));
         a_kn = !transposed && a->type == DType::F32 && a->nb[0] != 4 && a->nb[1] == 4 && a->nb[0] % 4 == 0;
         a_direct = a_kn || (a->nb[0] == static_cast<int64_t>(dtype_info(a->type).type_size) && (!transposed || a->type == DType::F32));
         b_km = !quant && b->nb[0] != 4 && b->nb[1] == 4 && b->nb[0] % 4 == 0;
@@ -64,9 +70,7 @@ struct MatmulPlan {
             a_bytes = align_up(static_cast<size_t>(a->n_elements()) * sizeof(float));
             at += a_bytes;
         }
-        shared_a = a->ne[2] == 1 && a->ne[3] == 1 && node->nb[2] == node->nb[1] * node->ne[1] &&
-                   node->nb[3] == node->nb[2] * node->ne[2];
-        tiled = quant && (shared_a ? b->n_rows() : b->ne[1]) > 1;
+        tiled = quant && rows_per_matrix > 1;
         if (tiled) {
             b_row_bytes = align_up(static_cast<size_t>(tile_x_row_bytes(a->type, b->ne[0])));
             b_off = at;
