@@ -91,7 +91,7 @@ int cmd_bench(const std::vector<std::string> & argv) {
     if (!model_path) throw UsageError("-m FILE is required");
     const int n_prompt = args.get_int("-p", 128), n_gen = args.get_int("-n", 64), reps = args.get_int("-r", 3);
     if (n_prompt < 0 || n_gen < 0 || reps < 1) throw UsageError("-p and -n must be >= 0, -r >= 1");
-    auto model = Model::load(*model_path);
+    auto model = load_model(args, *model_path);
     SessionConfig sc = session_config(args, *model);
     sc.n_ctx = std::max<int64_t>(sc.n_ctx == 0 ? 0 : sc.n_ctx, n_prompt + n_gen + 1);
     sc.n_batch = std::max(n_prompt, 1);

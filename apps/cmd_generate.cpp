@@ -53,7 +53,7 @@ int cmd_generate(const std::vector<std::string> & argv) {
     scfg.seed = static_cast<uint64_t>(args.get_int("--seed", 0));
     const std::string stop = args.get("--stop").value_or("");
 
-    auto model = Model::load(*model_path);
+    auto model = load_model(args, *model_path);
     if (const auto lora = args.get("--lora")) load_lora(*model, *lora, args.get_float("--lora-scale", 1.0f));
     else if (args.has("--lora-scale")) throw UsageError("--lora-scale needs --lora FILE");
     const auto tok = Tokenizer::from_gguf(model->file());

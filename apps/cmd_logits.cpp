@@ -23,7 +23,7 @@ int cmd_logits(const std::vector<std::string> & argv) {
     const auto ids_text = args.get("--ids");
     if (!ids_text) throw UsageError("--ids is required");
     const std::vector<int32_t> ids = parse_ids(*ids_text);
-    auto model = Model::load(*model_path);
+    auto model = load_model(args, *model_path);
     SessionConfig sc = session_config(args, *model);
     const auto n_ids = static_cast<int64_t>(ids.size());
     if (args.has("--ctx") && sc.n_ctx < n_ids) throw UsageError("--ctx " + std::to_string(sc.n_ctx) + " is shorter than the " + std::to_string(n_ids) + " ids");

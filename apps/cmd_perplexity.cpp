@@ -58,7 +58,7 @@ int cmd_perplexity(const std::vector<std::string> & argv) {
     if (!text_path) throw UsageError("-f TEXT is required");
     const int max_chunks = args.get_int("--chunks", -1);
 
-    auto model = Model::load(*model_path);
+    auto model = load_model(args, *model_path);
     SessionConfig sc = session_config(args, *model);
     if (sc.n_ctx == 0) sc.n_ctx = model->config().n_ctx_train;
     sc.n_batch = args.get_int("--batch", static_cast<int>(sc.n_batch));

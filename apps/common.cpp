@@ -12,7 +12,12 @@ std::vector<OptionSpec> with_common_options(std::vector<OptionSpec> specific) {
     specific.push_back({"--ctx", "N", "context length (default: the model's context_length)"});
     specific.push_back({"--threads", "N", "CPU threads (default: " + std::to_string(hw == 0 ? 1 : hw) + ", the cores available)"});
     specific.push_back({"--device", "D", "cpu or cuda (default cpu)"});
+    specific.push_back({"--no-mmap", "", "read the model into memory (huge pages) instead of mapping it: faster decode, slower start"});
     return specific;
+}
+
+std::unique_ptr<Model> load_model(const Args & args, const std::string & path) {
+    return Model::load(path, !args.has("--no-mmap"));
 }
 
 SessionConfig session_config(const Args & args, const Model & model) {

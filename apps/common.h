@@ -7,8 +7,11 @@
 
 namespace toyllm::cli {
 
-// `specific` followed by --ctx, --threads and --device.
+// `specific` followed by --ctx, --threads, --device and --no-mmap.
 std::vector<OptionSpec> with_common_options(std::vector<OptionSpec> specific);
+
+// The model of -m FILE, mapped or (--no-mmap) read into memory.
+std::unique_ptr<Model> load_model(const Args & args, const std::string & path);
 
 // The session settings the options ask for; warns on stderr when --ctx exceeds the
 // model's context_length (allowed: some files understate it).

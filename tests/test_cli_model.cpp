@@ -66,6 +66,23 @@ TEST(CliLogits, NpyHoldsTheReferenceLogits) {
     EXPECT_LT(max_err, 1e-4);
 }
 
+// --no-mmap reads the file into memory: the same logits to the bit, the same errors.
+TEST(CliLogits, NoMmapGivesTheSameBytes) {
+    TOYLLM_REQUIRE_SHARED(model, "models/stories260K/stories260K-q8_0.gguf");
+    toyllm::testing::TempDir tmp;
+    const std::string ids = " --ids '1 403 407 157 26 263' --threads 2 -o ";
+    const CliRun mapped = run_toyllm("logits -m " + model.string() + ids + (tmp / "a.npy").string());
+    const CliRun read = run_toyllm("logits --no-mmap -m " + model.string() + ids + (tmp / "b.npy").string());
+    ASSERT_EQ(mapped.status, 0) << mapped.err;
+    ASSERT_EQ(read.status, 0) << read.err;
+    const auto a = toyllm::testing::read_file_bytes(tmp / "a.npy");
+    EXPECT_GT(a.size(), 6u * 512 * 4);
+    EXPECT_EQ(a, toyllm::testing::read_file_bytes(tmp / "b.npy"));
+    const CliRun missing = run_toyllm("logits --no-mmap -m " + (tmp / "none.gguf").string() + " --ids 1");
+    EXPECT_NE(missing.status, 0);
+    EXPECT_NE(missing.err.find("none.gguf"), std::string::npos) << missing.err;
+}
+
 TEST(CliBench, ReportsSpeedAndTheBound) {
     TOYLLM_REQUIRE_SHARED(model, "models/stories260K/stories260K-q8_0.gguf");
     const CliRun r = run_toyllm("bench -m " + model.string() + " -p 16 -n 8 -r 1 --threads 1 --json");

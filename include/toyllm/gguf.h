@@ -129,7 +129,9 @@ struct GgufTensorInfo {
 // aligned, not overlapping). Tensor data is never read by open().
 class GgufFile {
   public:
-    static GgufFile open(const std::string & path);
+    // in_memory: read the whole file into memory (huge pages where possible) instead of
+    // mapping it (see core/mapped_file.h for when that pays).
+    static GgufFile open(const std::string & path, bool in_memory = false);
     // Parses bytes the caller keeps alive for the GgufFile's lifetime (tests, fuzzing).
     static GgufFile from_bytes(std::span<const uint8_t> bytes, std::string name = "<memory>");
 

@@ -113,8 +113,9 @@ struct ForwardInputs {
 
 class Model {
   public:
-    // Maps the file; weights are views of it in their stored dtypes.
-    static std::unique_ptr<Model> load(const std::string & path);
+    // Maps the file (or, with mmap false, reads it into memory first; faster decode for
+    // large models); weights are views of it in their stored dtypes.
+    static std::unique_ptr<Model> load(const std::string & path, bool mmap = true);
 
     const ModelConfig & config() const { return cfg_; }
     const ModelWeights & weights() const { return w_; }

@@ -19,7 +19,7 @@ namespace {
 
 }  // namespace
 
-MappedFile::MappedFile(const std::string & path) : path_(path) {
+MappedFile::MappedFile(const std::string & path, Load how) : path_(path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) throw_errno("cannot open", path);
     struct stat st{};
@@ -32,7 +32,29 @@ MappedFile::MappedFile(const std::string & path) : path_(path) {
         throw IoError("cannot map " + path + ": not a regular file");
     }
     size_ = static_cast<size_t>(st.st_size);
-    if (size_ > 0) {
+    if (size_ > 0 && how == Load::Read) {
+        void * p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) {
+            ::close(fd);
+            throw_errno("cannot allocate memory for", path);
+        }
+        ::madvise(p, size_, MADV_HUGEPAGE);  // a hint: no error when THP is off
+        auto * dst = static_cast<uint8_t *>(p);
+        for (size_t done = 0; done < size_;) {
+            const ssize_t n = ::pread(fd, dst + done, size_ - done, static_cast<off_t>(done));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                const int err = n == 0 ? EIO : errno;  // 0: the file shrank while being read
+                ::munmap(p, size_);
+                ::close(fd);
+                errno = err;
+                throw_errno("cannot read", path);
+            }
+            done += static_cast<size_t>(n);
+        }
+        ::mprotect(p, size_, PROT_READ);
+        data_ = dst;
+    } else if (size_ > 0) {
         void * p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
             ::close(fd);

@@ -336,8 +336,8 @@ class GgufFile::Parser {
     std::string where_;  // "kv 3 'general.name'" while parsing it, for messages
 };
 
-GgufFile GgufFile::open(const std::string & path) {
-    auto map = std::make_shared<const MappedFile>(path);
+GgufFile GgufFile::open(const std::string & path, bool in_memory) {
+    auto map = std::make_shared<const MappedFile>(path, in_memory ? MappedFile::Load::Read : MappedFile::Load::Map);
     GgufFile f;
     f.path_ = path;
     f.bytes_ = map->bytes();

@@ -40,9 +40,9 @@ Tensor * optional_weight(Context & ctx, const GgufFile & f, const std::string & 
 
 }  // namespace
 
-std::unique_ptr<Model> Model::load(const std::string & path) {
+std::unique_ptr<Model> Model::load(const std::string & path, bool mmap) {
     std::unique_ptr<Model> m(new Model());
-    m->file_ = std::make_unique<GgufFile>(GgufFile::open(path));
+    m->file_ = std::make_unique<GgufFile>(GgufFile::open(path, !mmap));
     const GgufFile & f = *m->file_;
     ModelConfig & c = m->cfg_;
     c = ModelConfig::from_gguf(f);
