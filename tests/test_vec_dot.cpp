@@ -524,6 +524,52 @@ TEST(ThreadPool, WritesOfWorkersAreVisibleAfterRun) {
     }
 }
 
+// Each round every thread writes its slot, waits, then reads every slot of the round:
+// all writes before the barrier are visible after it, round after round.
+TEST(ThreadPool, SpinBarrierOrdersEveryRound) {
+    for (int n_threads = 1; n_threads <= 4; ++n_threads) {
+        toyllm::cpu::ThreadPool pool(n_threads);
+        toyllm::cpu::SpinBarrier barrier(n_threads);
+        std::vector<int> slots(2 * static_cast<size_t>(n_threads), -1);
+        std::atomic<int> wrong{0};
+        pool.run([&](int ith, int nth) {
+            for (int round = 0; round < 3000; ++round) {
+                int * row = slots.data() + (round % 2) * nth;
+                row[ith] = round;
+                barrier.wait();
+                for (int j = 0; j < nth; ++j) {
+                    if (row[j] != round) wrong.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+        });
+        EXPECT_EQ(wrong.load(), 0) << n_threads << " threads";
+    }
+}
+
+// A kernel that throws on one thread while the others go on: the graph's compute
+// rethrows the error, and the same backend computes the next graph normally.
+TEST(ThreadPool, KernelErrorsLeaveTheBackendUsable) {
+    toyllm::Context ctx;
+    toyllm::Tensor * table = ctx.new_tensor(DType::F32, {4, 3}, "table");
+    toyllm::Tensor * ids = ctx.new_tensor(DType::I32, {5}, "ids");
+    ctx.alloc(table);
+    ctx.alloc(ids);
+    for (int i = 0; i < 12; ++i) table->data_as<float>()[i] = static_cast<float>(i);
+    toyllm::Tensor * rows = toyllm::scale(ctx, toyllm::get_rows(ctx, table, ids), 2.0f);
+    toyllm::Graph g;
+    g.build_forward(rows);
+    auto be = toyllm::make_backend("cpu", {.n_threads = 3});
+    const int32_t bad[] = {0, 1, 2, 1, 7};  // 7: outside the table, met by the last thread
+    std::memcpy(ids->data, bad, sizeof(bad));
+    EXPECT_THROW(be->compute(g), toyllm::Error);
+    const int32_t good[] = {2, 0, 1, 2, 0};
+    std::memcpy(ids->data, good, sizeof(good));
+    be->compute(g);
+    for (int t = 0; t < 5; ++t) {
+        for (int i = 0; i < 4; ++i) EXPECT_EQ(rows->data_as<float>()[t * 4 + i], 2.0f * static_cast<float>(good[t] * 4 + i));
+    }
+}
+
 TEST(ThreadPool, SplitRowsCoversEachRowOnce) {
     for (int64_t n = 0; n <= 70; ++n) {
         for (int nth = 1; nth <= 9; ++nth) {

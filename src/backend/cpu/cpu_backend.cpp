@@ -12,9 +12,12 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <string>
 
 namespace toyllm {
@@ -48,17 +51,38 @@ class CpuBackend : public Backend {
 
     bool supports(const Tensor & node) const override { return node.op < Op::COUNT; }
 
+    // One pool run for the whole graph: every thread walks the nodes and the threads
+    // meet at a barrier after each phase (waking the pool per phase cost about 1.5 us,
+    // against 0.1-0.3 us for a barrier, and a decode step has about 600 phases). A kernel
+    // that throws stops every thread at the next barrier; compute() rethrows.
     void compute(Graph & g) override {
         if (g.memory() == nullptr) allocate(g);
         uint8_t * scratch = scratch_for(g);
-        for (Tensor * node : g.nodes()) {
-            const cpu::CpuKernel & kern = cpu::cpu_kernel(node->op);
-            const auto t0 = profile_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-            for (int phase = 0; phase < kern.n_phases; ++phase) {
-                pool_.run([&](int ith, int nth) { kern.run({ith, nth, phase, scratch}, node); });
+        cpu::SpinBarrier barrier(pool_.size());
+        std::atomic<bool> failed{false};
+        std::mutex error_mu;
+        std::exception_ptr error;
+        pool_.run([&](int ith, int nth) {
+            for (Tensor * node : g.nodes()) {
+                const cpu::CpuKernel & kern = cpu::cpu_kernel(node->op);
+                if (kern.n_phases == 0) continue;
+                const bool timed = profile_ != nullptr && ith == 0;
+                const auto t0 = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+                for (int phase = 0; phase < kern.n_phases; ++phase) {
+                    try {
+                        kern.run({ith, nth, phase, scratch}, node);
+                    } catch (...) {
+                        const std::lock_guard<std::mutex> lock(error_mu);
+                        if (!error) error = std::current_exception();
+                        failed.store(true, std::memory_order_relaxed);
+                    }
+                    barrier.wait();
+                    if (failed.load(std::memory_order_relaxed)) return;
+                }
+                if (timed) profile_->record(node, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
             }
-            if (profile_) profile_->record(node, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        }
+        });
+        if (error) std::rethrow_exception(error);
     }
 
   private:

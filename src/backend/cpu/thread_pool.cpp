@@ -57,6 +57,22 @@ bool spin_until(const Done & done) {
 
 }  // namespace
 
+// The last thread to arrive resets the count, then bumps the generation (release); the
+// others wait for the bump (acquire). A fast thread cannot enter the next use before the
+// reset: it leaves only after the bump, which follows the reset.
+void SpinBarrier::wait() {
+    if (n_ == 1) return;
+    const uint32_t gen = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+        arrived_.store(0, std::memory_order_relaxed);
+        generation_.fetch_add(1, std::memory_order_release);
+        return;
+    }
+    const auto moved = [&] { return generation_.load(std::memory_order_acquire) != gen; };
+    while (!spin_until(moved)) {
+    }
+}
+
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads) {
     if (n_threads < 1) throw Error("thread pool: n_threads must be >= 1, got " + std::to_string(n_threads));
     threads_.reserve(static_cast<size_t>(n_threads - 1));

@@ -45,6 +45,22 @@ class ThreadPool {
     std::exception_ptr error_;     // first exception of the current run, under mu_
 };
 
+// A barrier for the nth threads inside one ThreadPool::run: wait() returns once all of
+// them have called it, and it can be reused right away. Threads poll (yielding their core
+// after a few microseconds, as the pool's own waits do) and never sleep, so it suits the
+// short gaps between the nodes of a graph, not long pauses. Everything written before a
+// thread's wait() is visible to every thread after it.
+class SpinBarrier {
+  public:
+    explicit SpinBarrier(int n_threads) : n_(n_threads) {}
+    void wait();
+
+  private:
+    const int n_;
+    std::atomic<int> arrived_{0};
+    std::atomic<uint32_t> generation_{0};
+};
+
 // Rows [begin, end) of `n` for thread ith of nth: contiguous, balanced, independent of
 // anything but (n, ith, nth).
 struct RowRange {
