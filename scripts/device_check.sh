@@ -6,7 +6,12 @@
 #   2. the CUDA tests (tests/test_cuda_ops.cpp: every op against the CPU backend,
 #      stories260K greedy tokens equal to the CPU's);
 #   3. `toyllm bench --device cuda` on random b135m and tinyllama-1.1b models made by
-#      `toyllm init`, in f16 and q8_0, printed as one table.
+#      `toyllm init`, in f16 and q8_0, printed as one table;
+#   4. a 6-step training run on both devices whose losses must agree, and tokens/s of
+#      `toyllm train --device cuda` on the tinyllama-1.1b shape;
+#   5. where torch and transformers are installed, the PyTorch eager baseline of the
+#      same shape (bench/torch_baseline.py: decode tokens/s in bf16, training tokens/s
+#      and MFU with bf16 autocast + AdamW).
 # Logs and the table go to $OUT when it is set (the device runner's output folder),
 # else to build/device_check/.
 #
@@ -122,6 +127,36 @@ for a, b in zip(cpu, cuda):
 print(f"largest relative difference {worst:.2e} ({'ok' if worst < 1e-3 else 'TOO LARGE'})")
 sys.exit(0 if worst < 1e-3 and len(cpu) == len(cuda) else 1)
 PY
-# TODO: comparisons against PyTorch (logits of a HF model, one training step).
+
+step "training speed, tinyllama-1.1b shape (toyllm, f32, --device cuda)"
+if [ "$QUICK" = 0 ]; then
+    for i in $(seq 1 400); do cat "$TRAIN/corpus.txt"; done > "$TRAIN/big.txt"
+    timeout 240 "$TOYLLM" train --preset tinyllama-1.1b --data "$TRAIN/big.txt" -o "$TRAIN/run-tiny" \
+        --steps 4 --batch 4 --ctx 512 --val-fraction 0 --threads "$(nproc)" --device cuda > "$TRAIN/train-tiny.log" 2>&1 \
+        || { echo "tinyllama training failed:"; tail -5 "$TRAIN/train-tiny.log"; }
+    python3 - "$TRAIN/run-tiny/metrics.jsonl" <<'PY' | tee "$OUT_DIR/train_speed.txt" || true
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_s"' in l]
+last = rows[1:] or rows  # the first step includes the uploads
+tps = sum(r["tokens_per_s"] for r in last) / len(last)
+print(f"toyllm train tinyllama-1.1b f32 batch 4 x ctx 512 on cuda: {tps:.0f} tokens/s")
+PY
+fi
+
+step "PyTorch eager baseline (bench/torch_baseline.py)"
+timeout 240 python3 bench/torch_baseline.py --shape tinyllama-1.1b --prompt "$P" --gen "$N" --batch 4 --ctx 512 \
+    > "$OUT_DIR/torch.json" 2> "$OUT_DIR/torch.err"
+torch_rc=$?
+if [ "$torch_rc" = 0 ]; then
+    python3 - "$OUT_DIR/torch.json" <<'PY' | tee -a "$table"
+import json, sys
+j = json.load(open(sys.argv[1]))
+print(f"| tinyllama-1.1b | PyTorch {j['torch']} bf16 eager | {j['pp_tokens_per_s']:.1f} | {j['tg_tokens_per_s']:.1f} |")
+print(f"\nPyTorch training (f32 master, bf16 autocast, AdamW, batch {j['train_batch']} x ctx {j['train_ctx']}): "
+      f"{j['train_tokens_per_s']:.0f} tokens/s, MFU {100 * j['train_mfu']:.1f}% on {j['gpu']}")
+PY
+else
+    echo "PyTorch baseline not run (exit $torch_rc): $(cat "$OUT_DIR/torch.json" 2>/dev/null) $(tail -2 "$OUT_DIR/torch.err")"
+fi
 step "done (tests exit status $status)"
 exit "$status"
