@@ -64,7 +64,7 @@ void Graph::build_backward(Context & ctx, Tensor * loss) {
             ctx.alloc(p->grad);
             p->grad->flags |= TENSOR_INPUT;  // zero_grads() rewrites it on the host
         }
-        Tensor * acc = ops::add_inplace(ctx, p->grad, g);
+        Tensor * acc = ops::accumulate_grad(ctx, p->grad, g);
         acc->name = p->name + ".grad_acc";
         acc->flags |= TENSOR_OUTPUT;
         visit(acc);

@@ -39,6 +39,7 @@ size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 // Where phase 0 puts things in the scratch, and which operands to read in phase 1.
 struct MatmulPlan {
     bool transposed;   // out[k, m] = sum_n a[k, n] b[n, m]
+    bool accumulate;   // out += the product (a gradient buffer; f32 a, through gemm)
     bool a_direct;     // use a in place (rows contiguous; f32 when transposed; or a_kn)
     bool a_kn;         // f32 a stored k-major (dim 1 contiguous): gemm's b_kn operand
     bool b_direct;     // f32 b used in place: contiguous rows, or b_km
@@ -56,10 +57,11 @@ struct MatmulPlan {
         const Tensor * a = node->src[0];
         const Tensor * b = node->src[1];
         transposed = node->params.i[0] != 0;
+        accumulate = node->params.i[1] != 0;
         shared_a = a->ne[2] == 1 && a->ne[3] == 1 && node->nb[2] == node->nb[1] * node->ne[1] &&
                    node->nb[3] == node->nb[2] * node->ne[2];
         const int64_t rows_per_matrix = shared_a ? b->n_rows() : b->ne[1];
-        quant = !transposed && (a->type != DType::F32 || (rows_per_matrix == 1 && a->nb[0] == 4));
+        quant = !transposed && (a->type != DType::F32 || (rows_per_matrix == 1 && a->nb[0] == 4 && !accumulate));
         a_kn = !transposed && a->type == DType::F32 && a->nb[0] != 4 && a->nb[1] == 4 && a->nb[0] % 4 == 0;
         a_direct = a_kn || (a->nb[0] == static_cast<int64_t>(dtype_info(a->type).type_size) && (!transposed || a->type == DType::F32));
         b_km = !quant && b->nb[0] != 4 && b->nb[1] == 4 && b->nb[0] % 4 == 0;
@@ -247,6 +249,7 @@ void compute(const KernelCtx & k, Tensor * node, const MatmulPlan & p) {
             g.b = p.a_direct ? at<float>(a, 0, 0, a2, a3) : reinterpret_cast<const float *>(k.scratch + p.a_off) + a_batch * a->ne[0] * a->ne[1];
             g.ldb = p.a_direct ? (p.a_kn ? a->nb[0] : a->nb[1]) / 4 : a->ne[0];
             g.b_kn = p.transposed || p.a_kn;
+            g.accumulate = p.accumulate;
             gemm_f32(g, k.ith, k.nth);
         }
     }

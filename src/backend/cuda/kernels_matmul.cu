@@ -260,7 +260,7 @@ void matmul_cublas(const Exec & e, const NodeArgs & args) {
     const int64_t inner = transposed ? a->ne[1] : a->ne[0];
     const int64_t ldc = node->nb[1] / 4;
     const int64_t r2 = b->ne[2] / a->ne[2], r3 = b->ne[3] / a->ne[3];
-    const float alpha = 1.0f, beta = 0.0f;
+    const float alpha = 1.0f, beta = node->params.i[1] != 0 ? 1.0f : 0.0f;  // accumulate_grad's form
     for (int64_t i3 = 0; i3 < b->ne[3]; ++i3) {
         for (int64_t i2 = 0; i2 < b->ne[2]; ++i2) {
             const char * pa = am.p + ((i2 / r2) * am.s[2] + (i3 / r3) * am.s[3]) * static_cast<int64_t>(am.elem);
@@ -283,7 +283,8 @@ void kernel_matmul(const Exec & e, const NodeArgs & a) {
     if (!device_can_load(w->type)) throw Error("cuda matmul: weights of type " + std::string(dtype_name(w->type)) + " are not supported");
     const bool transposed = a.node->params.i[0] != 0;
     const bool few_columns = a.node->src[1]->ne[1] <= kMatvecMaxM;
-    if (!transposed && w->type != DType::F32 && (few_columns || quantized(w->type))) matmul_own(e, a);
+    const bool accumulate = a.node->params.i[1] != 0;  // f32 a, through cuBLAS with beta = 1
+    if (!transposed && !accumulate && w->type != DType::F32 && (few_columns || quantized(w->type))) matmul_own(e, a);
     else matmul_cublas(e, a);
 }
 
