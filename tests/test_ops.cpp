@@ -995,6 +995,12 @@ std::vector<OpCase> gradient_cases() {
                      return get_rows(D, D.f32("table", {9, 11}, p), D.i32("ids", {5, 2}, {3, 0, 10, 3, 7, 7, 1, 3, 10, 3}));
                  }});
     c.push_back({"matmul_f32_both", [=](Dual & D) { return matmul(D, D.f32("a", {13, 9}, p), D.f32("b", {13, 7}, p)); }});
+    // A tied embedding: one table both looked up and multiplied with, so its gradient is
+    // a scatter-add plus a matmul gradient, both accumulated in place into its buffer.
+    c.push_back({"embedding_tied_to_output", [=](Dual & D) {
+                     const V table = D.f32("table", {9, 11}, p);
+                     return matmul(D, table, get_rows(D, table, D.i32("ids", {5}, {3, 0, 10, 3, 7})));
+                 }});
     c.push_back({"matmul_f32_M1", [=](Dual & D) { return matmul(D, D.f32("a", {13, 9}, p), D.f32("b", {13, 1}, p)); }});
     c.push_back({"matmul_f32_a_transposed", [=](Dual & D) {
                      return matmul(D, transpose(D, D.f32("at", {9, 13}, p)), D.f32("b", {13, 7}, p));

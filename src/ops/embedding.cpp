@@ -1,4 +1,6 @@
-// get_rows: the embedding lookup, and its gradient, a scatter-add of rows.
+// get_rows: the embedding lookup, and its gradient, a scatter-add of rows
+// (params.i[0] = 1: added into src[2]'s memory instead of a zeroed tensor; see
+// accumulate_grad).
 #include "ops/op_table.h"
 
 namespace toyllm {
@@ -19,6 +21,14 @@ namespace ops {
 
 Tensor * get_rows_back(Context & ctx, Tensor * grad, Tensor * ids, const Tensor * table) {
     return ctx.new_op(Op::GET_ROWS_BACK, DType::F32, table->ne, {rows_contiguous(ctx, grad), ids});
+}
+
+Tensor * get_rows_back_accumulating(Context & ctx, Tensor * acc, Tensor * t) {
+    if (t->op != Op::GET_ROWS_BACK || t->params.i[0] != 0 || t->ne != acc->ne) return nullptr;
+    Tensor * out = ctx.new_op(Op::GET_ROWS_BACK, DType::F32, acc->ne, {t->src[0], t->src[1], acc});
+    out->params.i[0] = 1;
+    out->view_src = acc;  // adds the rows into acc's memory
+    return out;
 }
 
 void backward_get_rows(Backward & b, Tensor * node, Tensor * grad) {

@@ -2,11 +2,9 @@
 // file's format), b f32, a broadcast over b's batch dims. params.i[0] = 1 marks the
 // transposed form used by gradients, out[k, m] = sum_n a[k, n] * b[n, m], which reads a
 // in its storage type (a quantized frozen weight passes gradients without an f32 copy).
-// params.i[1] = 1 marks the accumulating form of gradient buffers: out += a^T b, the
-// node a view of src[2] (see accumulate_grad).
+// params.i[1] = 1 marks the accumulating form of gradient buffers: out += the product,
+// the node a view of src[2] (see accumulate_grad).
 #include "ops/op_table.h"
-
-#include <vector>
 
 namespace toyllm {
 
@@ -62,41 +60,15 @@ Tensor * matmul(Context & ctx, Tensor * a, Tensor * b) {
 
 namespace ops {
 
-namespace {
-
-// The terms of a sum of same-shaped gradients, in the order the sum was built.
-void sum_terms(Tensor * g, std::vector<Tensor *> & out) {
-    if (g->op == Op::ADD && g->view_src == nullptr && g->src[0]->ne == g->ne && g->src[1]->ne == g->ne) {
-        sum_terms(g->src[0], out);
-        sum_terms(g->src[1], out);
-    } else {
-        out.push_back(g);
+Tensor * matmul_accumulating(Context & ctx, Tensor * acc, Tensor * t) {
+    if (t->op != Op::MATMUL || t->params.i[0] != 0 || t->params.i[1] != 0 || t->src[0]->type != DType::F32 ||
+        t->ne != acc->ne || !t->is_contiguous()) {
+        return nullptr;
     }
-}
-
-bool accumulates_into(const Tensor * t, const Tensor * dst) {
-    return t->op == Op::MATMUL && t->params.i[0] == 0 && t->params.i[1] == 0 && t->src[0]->type == DType::F32 &&
-           t->ne == dst->ne && t->is_contiguous();
-}
-
-}  // namespace
-
-Tensor * accumulate_grad(Context & ctx, Tensor * dst, Tensor * g) {
-    if (!dst->is_contiguous() || dst->ne != g->ne || dst->type != DType::F32) shape_error("accumulate_grad", "dst must be contiguous f32 shaped like g", dst, g);
-    std::vector<Tensor *> terms;
-    sum_terms(g, terms);
-    Tensor * acc = dst;
-    for (Tensor * t : terms) {
-        if (!accumulates_into(t, dst)) {
-            acc = add_inplace(ctx, acc, t);
-            continue;
-        }
-        Tensor * mm = ctx.new_op(Op::MATMUL, DType::F32, dst->ne, {t->src[0], t->src[1], acc});
-        mm->params.i[1] = 1;
-        mm->view_src = acc;  // writes into dst's memory
-        acc = mm;
-    }
-    return acc;
+    Tensor * mm = ctx.new_op(Op::MATMUL, DType::F32, acc->ne, {t->src[0], t->src[1], acc});
+    mm->params.i[1] = 1;
+    mm->view_src = acc;  // writes into acc's memory
+    return mm;
 }
 
 void backward_matmul(Backward & b, Tensor * node, Tensor * grad) {

@@ -1,6 +1,7 @@
 #include "ops/op_table.h"
 
 #include <array>
+#include <vector>
 
 namespace toyllm::ops {
 
@@ -55,6 +56,35 @@ void Backward::add_grad(Tensor * t, Tensor * g) {
 Tensor * Backward::grad_of(const Tensor * t) const {
     const auto it = grads_.find(t);
     return it == grads_.end() ? nullptr : it->second;
+}
+
+namespace {
+
+// The terms of a sum of same-shaped gradients, in the order the sum was built.
+void sum_terms(Tensor * g, std::vector<Tensor *> & out) {
+    if (g->op == Op::ADD && g->view_src == nullptr && g->src[0]->ne == g->ne && g->src[1]->ne == g->ne) {
+        sum_terms(g->src[0], out);
+        sum_terms(g->src[1], out);
+    } else {
+        out.push_back(g);
+    }
+}
+
+}  // namespace
+
+Tensor * accumulate_grad(Context & ctx, Tensor * dst, Tensor * g) {
+    if (!dst->is_contiguous() || dst->ne != g->ne || dst->type != DType::F32) {
+        shape_error("accumulate_grad", "dst must be contiguous f32 shaped like g", dst, g);
+    }
+    std::vector<Tensor *> terms;
+    sum_terms(g, terms);
+    Tensor * acc = dst;
+    for (Tensor * t : terms) {
+        Tensor * next = matmul_accumulating(ctx, acc, t);
+        if (next == nullptr) next = get_rows_back_accumulating(ctx, acc, t);
+        acc = next != nullptr ? next : add_inplace(ctx, acc, t);
+    }
+    return acc;
 }
 
 Tensor * rows_contiguous(Context & ctx, Tensor * t) {

@@ -50,10 +50,15 @@ Tensor * attention_back(Context & ctx, Tensor * node, Tensor * dout);
 // In-place a += b (the node shares a's memory): gradient accumulation.
 Tensor * add_inplace(Context & ctx, Tensor * a, Tensor * b);
 // dst += g in place, for a param's gradient buffer: a sum of gradients (ADD nodes) is
-// accumulated term by term, and a term that is a plain f32 matmul (a weight gradient)
-// becomes a matmul that accumulates straight into dst (params.i[1] = 1), so neither
-// the term nor the sum is ever written out. Returns the last in-place node.
+// accumulated term by term; a term that is a plain f32 matmul (a weight gradient) or a
+// scatter-add of rows (an embedding gradient) is recomputed in its accumulating form,
+// writing straight into dst, so neither the term nor the sum is ever stored. Returns
+// the last in-place node.
 Tensor * accumulate_grad(Context & ctx, Tensor * dst, Tensor * g);
+// The accumulating forms: acc += t's value, as a node viewing acc; nullptr when t is
+// not of that kind.
+Tensor * matmul_accumulating(Context & ctx, Tensor * acc, Tensor * t);
+Tensor * get_rows_back_accumulating(Context & ctx, Tensor * acc, Tensor * t);
 
 // t itself when its rows are contiguous (nb[0] is the element size), else cont(t).
 Tensor * rows_contiguous(Context & ctx, Tensor * t);

@@ -31,14 +31,18 @@ void kernel_get_rows(const KernelCtx & k, Tensor * node) {
 }
 
 // Threads own column ranges of the table gradient and add the tokens' rows in token
-// order, so repeated ids accumulate in the same order for any thread count.
+// order, so repeated ids accumulate in the same order for any thread count. The
+// accumulating form (params.i[0] = 1) adds into the gradient buffer it views.
 void kernel_get_rows_back(const KernelCtx & k, Tensor * node) {
     const Tensor * grad = node->src[0];
     const Tensor * ids = node->src[1];
     const RowRange cols = split_rows(node->ne[0], k.ith, k.nth);
     if (cols.begin >= cols.end) return;
     const size_t n = static_cast<size_t>(cols.end - cols.begin);
-    for (int64_t r = 0; r < node->ne[1]; ++r) std::memset(at<float>(node, cols.begin, r, 0, 0), 0, n * sizeof(float));
+    const bool accumulate = node->params.i[0] != 0;  // add into what the memory holds
+    if (!accumulate) {
+        for (int64_t r = 0; r < node->ne[1]; ++r) std::memset(at<float>(node, cols.begin, r, 0, 0), 0, n * sizeof(float));
+    }
     for (int64_t t = 0; t < ids->n_elements(); ++t) {
         const int32_t id = checked_id(ids, t, node->ne[1]);
         float * y = at<float>(node, 0, id, 0, 0);

@@ -69,7 +69,7 @@ void kernel_get_rows(const Exec & e, const NodeArgs & a) {
 void kernel_get_rows_back(const Exec & e, const NodeArgs & a) {
     const Tensor * ids = a.node->src[1];
     check_ids(ids, a.node->ne[1]);
-    check(cudaMemsetAsync(a.out, 0, a.node->n_bytes(), e.stream), "get_rows_back (zero)");
+    if (a.node->params.i[0] == 0) check(cudaMemsetAsync(a.out, 0, a.node->n_bytes(), e.stream), "get_rows_back (zero)");
     get_rows_back_kernel<<<grid_for(a.node->ne[0], 128), 128, 0, e.stream>>>(view_of(a.node->src[0], a.src[0]), view_of(ids, a.src[1]),
                                                                             view_of(a.node, a.out), ids->n_elements());
     check_launch("get_rows_back");
