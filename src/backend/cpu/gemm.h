@@ -3,8 +3,8 @@
 //                                               the layout of ggml's mul_mat)
 // Row-major with leading dimensions in elements. Either operand may instead be stored
 // k-major (a_km: A as [k rows, m]; b_kn: B as [k rows, n], i.e. C = A B): the packing
-// then copies rows instead of transposing them, and the result has the same bits. Cache-blocked, with AVX-512 / AVX2 /
-// scalar micro-kernels picked at run time. Work is split between threads by output
+// then copies rows instead of transposing them, and the result has the same bits.
+// Cache-blocked, with AVX-512 / AVX2 / scalar micro-kernels picked at run time. Work is split between threads by output
 // tiles only: each C element is summed over k in one fixed order by one thread, so the
 // result does not depend on the thread count.
 #pragma once

@@ -4,7 +4,6 @@
 #include "backend/cpu/thread_pool.h"
 #include "backend/cpu/vec_math.h"
 
-#include <cmath>
 #include <cstring>
 
 namespace toyllm::cpu {
@@ -50,22 +49,26 @@ template <class F> void binary_rows(const KernelCtx & k, Tensor * node, F f) {
     });
 }
 
-template <class F> void unary_rows(const KernelCtx & k, Tensor * node, F f) {
+// out = f(a); contiguous rows go through row_fn(a, out, n) instead.
+template <class F, class R> void unary_rows(const KernelCtx & k, Tensor * node, F f, R row_fn) {
     const Tensor * a = node->src[0];
     const RowRange rr = split_rows(node->n_rows(), k.ith, k.nth);
     for (int64_t r = rr.begin; r < rr.end; ++r) {
         const Index x = row_index(node, r);
         float * y = at<float>(node, 0, x.i1, x.i2, x.i3);
         if (a->nb[0] == 4) {
-            const float * pa = at<float>(a, 0, x.i1, x.i2, x.i3);
-            for (int64_t i = 0; i < node->ne[0]; ++i) y[i] = f(pa[i]);
+            row_fn(at<float>(a, 0, x.i1, x.i2, x.i3), y, node->ne[0]);
         } else {
             for (int64_t i = 0; i < node->ne[0]; ++i) y[i] = f(load(a, i, x.i1, x.i2, x.i3));
         }
     }
 }
 
-float silu_f(float x) { return x / (1.0f + std::exp(-x)); }
+template <class F> void unary_rows(const KernelCtx & k, Tensor * node, F f) {
+    unary_rows(k, node, f, [&f](const float * a, float * y, int64_t n) {
+        for (int64_t i = 0; i < n; ++i) y[i] = f(a[i]);
+    });
+}
 
 }  // namespace
 
@@ -82,18 +85,10 @@ void kernel_mul(const KernelCtx & k, Tensor * node) {
 }
 
 void kernel_swiglu(const KernelCtx & k, Tensor * node) {
-    binary_rows(k, node, [](float g, float u) { return silu_f(g) * u; }, silu_mul);
+    binary_rows(k, node, [](float g, float u) { return silu_value(g) * u; }, silu_mul);
 }
 
-void kernel_silu_back(const KernelCtx & k, Tensor * node) {
-    binary_rows(
-        k, node,
-        [](float x, float dy) {
-            const float s = 1.0f / (1.0f + std::exp(-x));
-            return dy * s * (1.0f + x * (1.0f - s));
-        },
-        silu_back);
-}
+void kernel_silu_back(const KernelCtx & k, Tensor * node) { binary_rows(k, node, silu_grad_value, silu_back); }
 
 void kernel_scale(const KernelCtx & k, Tensor * node) {
     const float s = node->params.f[0];
@@ -101,16 +96,7 @@ void kernel_scale(const KernelCtx & k, Tensor * node) {
 }
 
 void kernel_silu(const KernelCtx & k, Tensor * node) {
-    const Tensor * a = node->src[0];
-    if (a->nb[0] != 4) {
-        unary_rows(k, node, silu_f);
-        return;
-    }
-    const RowRange rr = split_rows(node->n_rows(), k.ith, k.nth);
-    for (int64_t r = rr.begin; r < rr.end; ++r) {
-        const Index x = row_index(node, r);
-        silu_mul(at<float>(a, 0, x.i1, x.i2, x.i3), nullptr, at<float>(node, 0, x.i1, x.i2, x.i3), node->ne[0]);
-    }
+    unary_rows(k, node, silu_value, [](const float * a, float * y, int64_t n) { silu_mul(a, nullptr, y, n); });
 }
 
 // Phase 0: each row's sum (in order) into scratch; phase 1: thread 0 adds the rows in

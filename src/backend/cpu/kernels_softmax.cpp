@@ -18,14 +18,21 @@ float row_max(const float * x, int64_t n) {
     return m;
 }
 
-// y = softmax(x) over n values (y may be x); returns log(sum exp(x - max)) + max.
-double softmax_row(const float * x, float * y, int64_t n) {
+// y = exp(x - max x) over n values (y may be x); the max and the sum of y.
+struct ExpRow {
+    float m;
+    double sum;
+};
+ExpRow exp_row(const float * x, float * y, int64_t n) {
     const float m = row_max(x, n);
     if (y != x) std::memcpy(y, x, static_cast<size_t>(n) * sizeof(float));
-    const double s = exp_shifted_sum(y, n, m);
-    const float inv = static_cast<float>(1.0 / s);
+    return {m, exp_shifted_sum(y, n, m)};
+}
+
+// y = softmax(x) over n values (y may be x).
+void softmax_row(const float * x, float * y, int64_t n) {
+    const float inv = static_cast<float>(1.0 / exp_row(x, y, n).sum);
     for (int64_t i = 0; i < n; ++i) y[i] *= inv;
-    return std::log(s) + m;
 }
 
 int32_t target_of(const Tensor * targets, int64_t r) {
@@ -76,7 +83,8 @@ void kernel_cross_entropy(const KernelCtx & k, Tensor * node) {
             if (t < 0 || t >= n_vocab) throw Error("cross_entropy: target " + std::to_string(t) + " outside the vocabulary of " + std::to_string(n_vocab));
             const float * x = row<float>(logits, r);
             float * e = reinterpret_cast<float *>(loss + n_rows) + static_cast<int64_t>(k.ith) * n_vocab;
-            loss[r] = softmax_row(x, e, n_vocab) - x[t];
+            const ExpRow er = exp_row(x, e, n_vocab);
+            loss[r] = std::log(er.sum) + er.m - x[t];  // log-sum-exp minus the target's logit
         }
         return;
     }

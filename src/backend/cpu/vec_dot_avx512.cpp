@@ -706,6 +706,23 @@ __m256i decode_q4_0_nibbles(const Q4_0Block & b) {
     return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
 }
 
+// The first weight row and activation row of each row and column of a register tile.
+template <class Block, class XRow, int RT, int CT>
+struct TileRows {
+    const Block * w[RT];
+    const XRow * x[CT];
+    TileRows(const TileArgs & ta, int64_t r0, int64_t c0) {
+        #pragma GCC unroll 16
+        for (int r = 0; r < RT; ++r) {
+            w[r] = reinterpret_cast<const Block *>(static_cast<const uint8_t *>(ta.w) + (r0 + r) * ta.w_row_bytes);
+        }
+        #pragma GCC unroll 16
+        for (int c = 0; c < CT; ++c) {
+            x[c] = reinterpret_cast<const XRow *>(static_cast<const uint8_t *>(ta.x) + (c0 + c) * ta.x_row_bytes);
+        }
+    }
+};
+
 // Q8_0: the operations of q8_0_rows for each pair.
 struct Q8_0Tile {
     static constexpr int kRT = 2, kCT = 4;
@@ -713,16 +730,9 @@ struct Q8_0Tile {
     template <int RT, int CT>
     static void run(const TileArgs & ta, int64_t r0, int64_t c0) {
         const int64_t nb = ta.n / kQK, ng = nb / 16, nt = nb % 16;
-        const Q8_0Block * w[RT];
-        #pragma GCC unroll 16
-        for (int r = 0; r < RT; ++r) {
-            w[r] = reinterpret_cast<const Q8_0Block *>(static_cast<const uint8_t *>(ta.w) + (r0 + r) * ta.w_row_bytes);
-        }
-        const Q8_0TileGroup * x[CT];
-        #pragma GCC unroll 16
-        for (int c = 0; c < CT; ++c) {
-            x[c] = reinterpret_cast<const Q8_0TileGroup *>(static_cast<const uint8_t *>(ta.x) + (c0 + c) * ta.x_row_bytes);
-        }
+        const TileRows<Q8_0Block, Q8_0TileGroup, RT, CT> t(ta, r0, c0);
+        const auto & w = t.w;
+        const auto & x = t.x;
         const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
         __m512 acc[RT][CT][2];
         #pragma GCC unroll 16
@@ -790,16 +800,9 @@ struct Q4_0Tile {
     template <int RT, int CT>
     static void run(const TileArgs & ta, int64_t r0, int64_t c0) {
         const int64_t nb = ta.n / kQK, ng = nb / 16, nt = nb % 16;
-        const Q4_0Block * w[RT];
-        #pragma GCC unroll 16
-        for (int r = 0; r < RT; ++r) {
-            w[r] = reinterpret_cast<const Q4_0Block *>(static_cast<const uint8_t *>(ta.w) + (r0 + r) * ta.w_row_bytes);
-        }
-        const Q4_0TileGroup * x[CT];
-        #pragma GCC unroll 16
-        for (int c = 0; c < CT; ++c) {
-            x[c] = reinterpret_cast<const Q4_0TileGroup *>(static_cast<const uint8_t *>(ta.x) + (c0 + c) * ta.x_row_bytes);
-        }
+        const TileRows<Q4_0Block, Q4_0TileGroup, RT, CT> t(ta, r0, c0);
+        const auto & w = t.w;
+        const auto & x = t.x;
         const __m512i m4 = _mm512_set1_epi8(0x0F);
         const __m512i w_words = load_words(kQ4_0QuadWords);
         float y[RT][CT];
@@ -914,12 +917,9 @@ struct PlainTile {
     template <int RT, int CT>
     static void run(const TileArgs & ta, int64_t r0, int64_t c0) {
         const int64_t n = ta.n, n64 = n / 64 * 64, n16 = n / 16 * 16;
-        const void * w[RT];
-        for (int r = 0; r < RT; ++r) w[r] = static_cast<const uint8_t *>(ta.w) + (r0 + r) * ta.w_row_bytes;
-        const float * x[CT];
-        for (int c = 0; c < CT; ++c) {
-            x[c] = reinterpret_cast<const float *>(static_cast<const uint8_t *>(ta.x) + (c0 + c) * ta.x_row_bytes);
-        }
+        const TileRows<uint8_t, float, RT, CT> t(ta, r0, c0);
+        const auto & w = t.w;  // rows of 16-bit or 32-bit weights, read by load16 / tail16
+        const auto & x = t.x;
         __m512 part[4][RT][CT];
         #pragma GCC unroll 16
         for (int j = 0; j < 4; ++j) {
@@ -1112,26 +1112,12 @@ float dot_q6_k(int64_t n, const void * w_, const void * x_) {
 // weight block's scales and quants are unpacked once for the kCT activation rows, which
 // are the converted Q8_K rows.
 
-template <class Block, int RT, int CT>
-struct KTileRows {
-    const Block * w[RT];
-    const Q8_KBlock * x[CT];
-    KTileRows(const TileArgs & ta, int64_t r0, int64_t c0) {
-        for (int r = 0; r < RT; ++r) {
-            w[r] = reinterpret_cast<const Block *>(static_cast<const uint8_t *>(ta.w) + (r0 + r) * ta.w_row_bytes);
-        }
-        for (int c = 0; c < CT; ++c) {
-            x[c] = reinterpret_cast<const Q8_KBlock *>(static_cast<const uint8_t *>(ta.x) + (c0 + c) * ta.x_row_bytes);
-        }
-    }
-};
-
 struct Q4_KTile {
     static constexpr int kRT = 2, kCT = 4;
 
     template <int RT, int CT>
     static void run(const TileArgs & ta, int64_t r0, int64_t c0) {
-        const KTileRows<Q4_KBlock, RT, CT> t(ta, r0, c0);
+        const TileRows<Q4_KBlock, Q8_KBlock, RT, CT> t(ta, r0, c0);
         const __m512i m4 = _mm512_set1_epi8(0x0F);
         __m512 acc[RT][CT];
         __m128 acc_m[RT][CT];
@@ -1209,7 +1195,7 @@ struct Q6_KTile {
 
     template <int RT, int CT>
     static void run(const TileArgs & ta, int64_t r0, int64_t c0) {
-        const KTileRows<Q6_KBlock, RT, CT> t(ta, r0, c0);
+        const TileRows<Q6_KBlock, Q8_KBlock, RT, CT> t(ta, r0, c0);
         const __m512i m4 = _mm512_set1_epi8(0x0F);
         const __m512i m30 = _mm512_set1_epi8(0x30);
         const __m512i shuf_a = word_quad_shuffle(0);

@@ -20,17 +20,11 @@ double exp_shifted_sum_scalar(float * x, int64_t n, float m) {
 }
 
 void silu_mul_scalar(const float * g, const float * u, float * y, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) {
-        const float s = g[i] / (1.0f + std::exp(-g[i]));
-        y[i] = u != nullptr ? s * u[i] : s;
-    }
+    for (int64_t i = 0; i < n; ++i) y[i] = u != nullptr ? silu_value(g[i]) * u[i] : silu_value(g[i]);
 }
 
 void silu_back_scalar(const float * x, const float * dy, float * y, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) {
-        const float s = 1.0f / (1.0f + std::exp(-x[i]));
-        y[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
-    }
+    for (int64_t i = 0; i < n; ++i) y[i] = silu_grad_value(x[i], dy[i]);
 }
 
 const kernels::MathKernels kScalarMath = {exp_shifted_sum_scalar, silu_mul_scalar, silu_back_scalar};
@@ -45,6 +39,13 @@ const kernels::MathKernels & math_for(SimdLevel level) {
 }
 
 }  // namespace
+
+float silu_value(float x) { return x / (1.0f + std::exp(-x)); }
+
+float silu_grad_value(float x, float dy) {
+    const float s = 1.0f / (1.0f + std::exp(-x));
+    return dy * s * (1.0f + x * (1.0f - s));
+}
 
 double exp_shifted_sum(float * x, int64_t n, float m) { return math_for(cpu_features().level).exp_shifted_sum(x, n, m); }
 

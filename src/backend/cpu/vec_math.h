@@ -12,7 +12,11 @@ namespace toyllm::cpu {
 // an order that depends only on n and the SIMD level.
 double exp_shifted_sum(float * x, int64_t n, float m);
 
-// y[i] = silu(g[i]) * u[i], or silu(g[i]) when u is nullptr; silu(x) = x / (1 + exp(-x)).
+// One value through <cmath>: the scalar level's arithmetic, also used for strided operands.
+float silu_value(float x);                  // x / (1 + exp(-x))
+float silu_grad_value(float x, float dy);   // dy s (1 + x (1 - s)), s = 1 / (1 + exp(-x))
+
+// y[i] = silu(g[i]) * u[i], or silu(g[i]) when u is nullptr.
 void silu_mul(const float * g, const float * u, float * y, int64_t n);
 
 // y[i] = dy[i] * silu'(x[i]) = dy s (1 + x (1 - s)) with s = 1 / (1 + exp(-x)).

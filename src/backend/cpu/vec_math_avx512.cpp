@@ -33,6 +33,9 @@ __m512 exp_ps(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
+// The mask of lanes [0, n), n < 16.
+__mmask16 tail_mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
+
 // Adds the 16 floats of e to two 8-lane double accumulators.
 void add_to_double(__m512 e, __m512d & lo, __m512d & hi) {
     lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
@@ -43,16 +46,13 @@ double exp_shifted_sum(float * x, int64_t n, float m) {
     const __m512 vm = _mm512_set1_ps(m);
     __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
     for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+        const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : tail_mask(n - i);
         const __m512 e = _mm512_maskz_mov_ps(k, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vm)));
         _mm512_mask_storeu_ps(x + i, k, e);
         add_to_double(e, lo, hi);
     }
     return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
 }
-
-// The mask of lanes [0, n), n < 16.
-__mmask16 tail_mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
 
 __m512 silu_ps(__m512 g) {
     const __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), g));
