@@ -13,6 +13,7 @@ std::vector<OptionSpec> with_common_options(std::vector<OptionSpec> specific) {
     specific.push_back({"--threads", "N", "CPU threads (default: " + std::to_string(hw == 0 ? 1 : hw) + ", the cores available)"});
     specific.push_back({"--device", "D", "cpu or cuda (default cpu)"});
     specific.push_back({"--no-mmap", "", "read the model into memory (huge pages) instead of mapping it: faster decode, slower start"});
+    specific.push_back({"--cache-type", "T", "KV cache type: f32 (default) or f16 (half the memory; cpu only; attention in llama.cpp's order)"});
     return specific;
 }
 
@@ -32,6 +33,9 @@ SessionConfig session_config(const Args & args, const Model & model) {
                      static_cast<long long>(c.n_ctx), static_cast<long long>(model.config().n_ctx_train));
     }
     c.device = args.get("--device").value_or("cpu");
+    const std::string cache = args.get("--cache-type").value_or("f32");
+    if (cache == "f16") c.cache_type = DType::F16;
+    else if (cache != "f32") throw UsageError("--cache-type must be f32 or f16, not '" + cache + "'");
     return c;
 }
 

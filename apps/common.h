@@ -7,7 +7,7 @@
 
 namespace toyllm::cli {
 
-// `specific` followed by --ctx, --threads, --device and --no-mmap.
+// `specific` followed by --ctx, --threads, --device, --no-mmap and --cache-type.
 std::vector<OptionSpec> with_common_options(std::vector<OptionSpec> specific);
 
 // The model of -m FILE, mapped or (--no-mmap) read into memory.

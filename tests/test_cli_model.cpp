@@ -83,6 +83,29 @@ TEST(CliLogits, NoMmapGivesTheSameBytes) {
     EXPECT_NE(missing.err.find("none.gguf"), std::string::npos) << missing.err;
 }
 
+// --cache-type f16 keeps the KV cache in halves and attends in llama.cpp's order: the
+// logits of llama.cpp's Q8_0 file equal its reference run's, every one of them.
+TEST(CliLogits, F16CacheGivesLlamaCppsLogits) {
+    TOYLLM_REQUIRE_SHARED(model, "models/stories260K/stories260K-q8_0.gguf");
+    TOYLLM_REQUIRE_SHARED(ref_path, "testdata/stories260K/llamacpp_reference_q8_0.json");
+    const json c = toyllm::testing::read_json(ref_path)["cases"][1];  // "The cat sat on the", 8 positions
+    std::string ids;
+    for (int id : c["prompt_ids"]) ids += std::to_string(id) + " ";
+    toyllm::testing::TempDir tmp;
+    const CliRun r = run_toyllm("logits --cache-type f16 -m " + model.string() + " --ids '" + ids + "' --threads 2 -o " + (tmp / "l.npy").string());
+    ASSERT_EQ(r.status, 0) << r.err;
+    const auto bytes = toyllm::testing::read_file_bytes(tmp / "l.npy");
+    const size_t n_pos = c["prompt_ids"].size(), header = 10 + (bytes[8] | (bytes[9] << 8));
+    ASSERT_EQ(bytes.size(), header + n_pos * 512 * 4);
+    const auto * v = reinterpret_cast<const float *>(bytes.data() + header);
+    double max_err = 0;
+    for (size_t t = 0; t < n_pos; ++t) {
+        const auto want = c["prompt_logits"][t].get<std::vector<float>>();
+        for (size_t i = 0; i < 512; ++i) max_err = std::max(max_err, std::abs(static_cast<double>(v[t * 512 + i]) - want[i]));
+    }
+    EXPECT_LT(max_err, 1e-5);
+}
+
 TEST(CliBench, ReportsSpeedAndTheBound) {
     TOYLLM_REQUIRE_SHARED(model, "models/stories260K/stories260K-q8_0.gguf");
     const CliRun r = run_toyllm("bench -m " + model.string() + " -p 16 -n 8 -r 1 --threads 1 --json");
@@ -153,6 +176,8 @@ TEST(CliModel, BadInputsAreOneLineErrors) {
     expect_error("logits -m " + model.string() + " --ids '1 x'", "'x' is not a token id");
     expect_error("generate -m " + (tmp / "missing.gguf").string() + " -p hi", "No such file or directory");
     expect_error("generate -m " + model.string(), "-p TEXT is required");
+    expect_error("logits --cache-type q8_0 -m " + model.string() + " --ids 1", "--cache-type must be f32 or f16, not 'q8_0'");
+    expect_error("logits --cache-type f16 --device cuda -m " + model.string() + " --ids 1", "f16 KV cache runs on the cpu device only");
 }
 
 }  // namespace

@@ -3,9 +3,12 @@
 #include "model_testing.h"
 
 #include "toyllm/model.h"
+#include "toyllm/session.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+
+#include <cstring>
 
 namespace {
 
@@ -53,43 +56,117 @@ std::vector<double> probs(const float * l, int64_t n) {
     return p;
 }
 
-// Quantized files written by llama.cpp: over the prompt positions of its reference run,
-// the mean KL(llama.cpp || toyllm) stays below `max_kl` and the top-1 tokens agree.
-// (llama.cpp keeps its KV cache in f16, ours is f32; both quantize activations to 8 bits.)
-void expect_tracks_llama_cpp(const char * model_file, const char * ref_file, double max_kl, int max_disagree) {
+// How closely our logits follow llama.cpp's reference run over its prompt positions.
+struct Tracking {
+    double mean_kl = 0;       // mean KL(llama.cpp || toyllm)
+    double max_abs_diff = 0;  // largest |logit difference|
+    int n_pos = 0, n_disagree = 0;  // positions, and those whose top-1 tokens differ
+};
+
+// Files written by llama.cpp against its reference logits, with our KV cache in f32 (our
+// own attention order) or f16 (llama.cpp's cache type and attention order).
+// Skips the test (r untouched) when a reference is missing.
+void track_llama_cpp(const char * model_file, const char * ref_file, DType cache_type, Tracking & r) {
     TOYLLM_REQUIRE_SHARED(path, std::string("models/stories260K/") + model_file);
     TOYLLM_REQUIRE_SHARED(ref_path, std::string("testdata/stories260K/") + ref_file);
     const json ref = read_json(ref_path);
-    const auto m = Model::load(path.string());
+    auto m = Model::load(path.string());
     const int64_t V = m->config().n_vocab;
     double kl_sum = 0;
-    int n_pos = 0, n_agree = 0;
     for (const auto & c : ref["cases"]) {
         const auto ids = c["prompt_ids"].get<std::vector<int32_t>>();
-        const auto logits = prompt_logits(*m, ids, 2);
+        Session s(*m, {.n_ctx = 64, .n_threads = 2, .cache_type = cache_type});
+        const auto logits = s.eval(ids, true);
         for (size_t t = 0; t < ids.size(); ++t) {
             const auto want = c["prompt_logits"][t].get<std::vector<float>>();
             const auto p = probs(want.data(), V), q = probs(&logits[t * V], V);
-            double kl = 0;
-            for (int64_t i = 0; i < V; ++i) kl += p[static_cast<size_t>(i)] * std::log(p[static_cast<size_t>(i)] / q[static_cast<size_t>(i)]);
-            kl_sum += kl;
-            ++n_pos;
-            n_agree += argmax(&logits[t * V], V) == argmax(want.data(), V);
+            for (int64_t i = 0; i < V; ++i) {
+                kl_sum += p[static_cast<size_t>(i)] * std::log(p[static_cast<size_t>(i)] / q[static_cast<size_t>(i)]);
+                r.max_abs_diff = std::max(r.max_abs_diff, static_cast<double>(std::fabs(logits[t * V + static_cast<size_t>(i)] - want[static_cast<size_t>(i)])));
+            }
+            ++r.n_pos;
+            r.n_disagree += argmax(&logits[t * V], V) != argmax(want.data(), V);
         }
     }
-    const double mean_kl = kl_sum / n_pos;
-    std::printf("%s: mean KL(llama.cpp || toyllm) = %.3g over %d positions, top-1 agreement %d/%d\n", model_file, mean_kl,
-                n_pos, n_agree, n_pos);
-    EXPECT_LT(mean_kl, max_kl);
-    EXPECT_LE(n_pos - n_agree, max_disagree);
+    r.mean_kl = kl_sum / r.n_pos;
+    std::printf("%s, %s cache: mean KL(llama.cpp || toyllm) = %.3g, max |dlogit| %.3g over %d positions, top-1 agreement %d/%d\n",
+                model_file, std::string(dtype_name(cache_type)).c_str(), r.mean_kl, r.max_abs_diff, r.n_pos, r.n_pos - r.n_disagree, r.n_pos);
 }
 
-// The inference issue asks for KL < 5e-4 (Q8_0) and < 1e-3 (Q4_0) with every top-1 equal.
-// Measured: Q8_0 8.8e-4, Q4_0 6.7e-4, each with one top-1 disagreement, at a near tie
-// ("The cat sat on the", position 2: llama.cpp's top-2 gap is 0.07). These bounds pin
-// what is reached today; docs/NOTES.md tracks the gap to the goal.
-TEST(Model, Q8_0TracksLlamaCpp) { expect_tracks_llama_cpp("stories260K-q8_0.gguf", "llamacpp_reference_q8_0.json", 1e-3, 1); }
-TEST(Model, Q4_0TracksLlamaCpp) { expect_tracks_llama_cpp("stories260K-q4_0.gguf", "llamacpp_reference_q4_0.json", 1e-3, 1); }
-TEST(Model, F32TracksLlamaCpp) { expect_tracks_llama_cpp("stories260K.gguf", "llamacpp_reference_f32.json", 1e-5, 0); }
+// The inference issue asks for mean KL < 5e-4 (Q8_0) and < 1e-3 (Q4_0) with the top-1
+// tokens equal. With the f16 cache, as llama.cpp runs, Q8_0 logits equal llama.cpp's to the
+// printed digits (measured KL 4e-16) and Q4_0's track them (1.1e-4; llama.cpp repacks Q4_0
+// weights for its own kernel order).
+TEST(Model, Q8_0WithF16CacheMatchesLlamaCpp) {
+    Tracking r;
+    track_llama_cpp("stories260K-q8_0.gguf", "llamacpp_reference_q8_0.json", DType::F16, r);
+    if (::testing::Test::IsSkipped()) return;
+    EXPECT_LT(r.mean_kl, 5e-4);
+    EXPECT_LT(r.max_abs_diff, 1e-4);
+    EXPECT_EQ(r.n_disagree, 0);
+}
+
+TEST(Model, Q4_0WithF16CacheTracksLlamaCpp) {
+    Tracking r;
+    track_llama_cpp("stories260K-q4_0.gguf", "llamacpp_reference_q4_0.json", DType::F16, r);
+    if (::testing::Test::IsSkipped()) return;
+    EXPECT_LT(r.mean_kl, 1e-3);
+    EXPECT_EQ(r.n_disagree, 0);
+}
+
+TEST(Model, F32WithF16CacheTracksLlamaCpp) {
+    Tracking r;
+    track_llama_cpp("stories260K.gguf", "llamacpp_reference_f32.json", DType::F16, r);
+    if (::testing::Test::IsSkipped()) return;
+    EXPECT_LT(r.mean_kl, 1e-6);
+    EXPECT_EQ(r.n_disagree, 0);
+}
+
+// With the f16 cache each query row attends on its own: a prompt's logits are the same bits
+// fed at once, in chunks of 3 or token by token, and with 1 or 2 threads.
+TEST(Model, F16CacheLogitsDoNotDependOnChunksOrThreads) {
+    TOYLLM_REQUIRE_SHARED(path, "models/stories260K/stories260K-q8_0.gguf");
+    auto m = Model::load(path.string());
+    const std::vector<int32_t> ids = {1, 403, 407, 261, 378, 26, 263, 1117 % 512, 42, 7};
+    const int64_t V = m->config().n_vocab;
+    Session whole(*m, {.n_ctx = 32, .n_threads = 2, .cache_type = DType::F16});
+    const auto want = whole.eval(ids, true);
+    ASSERT_EQ(want.size(), ids.size() * static_cast<size_t>(V));
+    for (const auto & [n_batch, n_threads] : {std::pair{3, 2}, std::pair{1, 1}, std::pair{256, 1}}) {
+        Session s(*m, {.n_ctx = 32, .n_batch = n_batch, .n_threads = n_threads, .cache_type = DType::F16});
+        const auto got = s.eval(ids, true);
+        ASSERT_EQ(got.size(), want.size());
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0) << "n_batch " << n_batch << ", threads " << n_threads;
+    }
+    // The f16 cache changes the numbers a little, not the model: same argmax at every position.
+    Session f32(*m, {.n_ctx = 32, .n_threads = 2});
+    const auto ref = f32.eval(ids, true);
+    for (size_t t = 0; t < ids.size(); ++t) EXPECT_EQ(argmax(&want[t * V], V), argmax(&ref[t * V], V)) << "position " << t;
+    EXPECT_THROW(m->make_cache(8, 1, DType::Q8_0), Error);
+    EXPECT_THROW(Session(*m, {.device = "cuda", .cache_type = DType::F16}), Error);
+}
+
+// With our f32 cache, attention is summed in our own order and rounds nothing to f16; the
+// flipped 8-bit activation roundings that follow leave Q8_0 at 8.8e-4 and Q4_0 at 6.7e-4, each
+// with one top-1 disagreement at a near tie ("The cat sat on the", position 2: llama.cpp's
+// top-2 gap is 0.07). These bounds pin that.
+TEST(Model, QuantizedWithF32CacheTrackLlamaCpp) {
+    for (const auto & [file, ref] : {std::pair{"stories260K-q8_0.gguf", "llamacpp_reference_q8_0.json"},
+                                     std::pair{"stories260K-q4_0.gguf", "llamacpp_reference_q4_0.json"}}) {
+        Tracking r;
+        track_llama_cpp(file, ref, DType::F32, r);
+        if (::testing::Test::IsSkipped()) return;
+        EXPECT_LT(r.mean_kl, 1e-3) << file;
+        EXPECT_LE(r.n_disagree, 1) << file;
+    }
+}
+
+TEST(Model, F32WithF32CacheTracksLlamaCpp) {
+    Tracking r;
+    track_llama_cpp("stories260K.gguf", "llamacpp_reference_f32.json", DType::F32, r);
+    if (::testing::Test::IsSkipped()) return;
+    EXPECT_LT(r.mean_kl, 1e-5);
+    EXPECT_EQ(r.n_disagree, 0);
+}
 
 }  // namespace

@@ -30,6 +30,7 @@
 //                                                     relative, truncation ~1e-12) against
 //                                                     f32 autodiff (~1e-6 relative)
 #include "toyllm/graph.h"
+#include "toyllm/half.h"
 #include "toyllm/ops.h"
 #include "toyllm/quant.h"
 #include "toyllm/tensor.h"
@@ -1380,6 +1381,68 @@ TEST(OpErrors, BuildersRejectBadShapes) {
     }, "rope");
     expect_shape_error([&] { toyllm::reshape(ctx, toyllm::transpose(ctx, leaf(ctx, DType::F32, {8, 4})), {32}); }, "reshape");
     expect_shape_error([&] { toyllm::concat(ctx, leaf(ctx, DType::F32, {8, 4}), leaf(ctx, DType::F32, {7, 3}), 0); }, "concat");
+}
+
+// Attention over an f16 KV cache: write_window rounds f32 keys and values into f16
+// tensors (to nearest even, checked bit for bit), and attention over them equals double
+// attention on the half-rounded q, k and v within the f16 accumulator's rounding (at most
+// one half ulp, 2^-11 relative, per key: n_keys 2^-11 max|v|). Same bits for 1 and 2 threads.
+TEST(OpF16Cache, AttentionOverHalfKeysAndValues) {
+    struct Shape { int64_t D, H, G, T, S, B; };
+    for (const Shape sh : {Shape{8, 4, 2, 5, 70, 2}, Shape{64, 3, 1, 1, 130, 1}, Shape{6, 2, 2, 4, 4, 1}}) {
+        SCOPED_TRACE("D " + std::to_string(sh.D) + " S " + std::to_string(sh.S));
+        std::vector<std::vector<uint8_t>> outs;
+        for (int n_threads : kThreadCounts) {
+            Context ctx;
+            std::mt19937 rng(5);
+            std::uniform_real_distribution<float> u(-1.5f, 1.5f);
+            auto random_f32 = [&](std::initializer_list<int64_t> ne) {
+                Tensor * t = leaf(ctx, DType::F32, ne);
+                for (int64_t i = 0; i < t->n_elements(); ++i) t->data_as<float>()[i] = u(rng);
+                return t;
+            };
+            Tensor * q = random_f32({sh.D, sh.H, sh.T, sh.B});
+            Tensor * k32 = random_f32({sh.D, sh.G, sh.S, sh.B});
+            Tensor * v32 = random_f32({sh.D, sh.G, sh.S, sh.B});
+            Tensor * kc = leaf(ctx, DType::F16, {sh.D, sh.G, sh.S, sh.B});
+            Tensor * vc = leaf(ctx, DType::F16, {sh.D, sh.G, sh.S, sh.B});
+            Tensor * out = toyllm::attention(ctx, q, toyllm::write_window(ctx, kc, k32, {0, 0, 0, 0}),
+                                             toyllm::write_window(ctx, vc, v32, {0, 0, 0, 0}), {.causal = true});
+            Graph g;
+            g.build_forward(out);
+            toyllm::make_backend("cpu", {.n_threads = n_threads})->compute(g);
+            for (int64_t i = 0; i < k32->n_elements(); ++i) {
+                ASSERT_EQ(kc->data_as<uint16_t>()[i], toyllm::fp32_to_fp16(k32->data_as<float>()[i])) << i;
+                ASSERT_EQ(vc->data_as<uint16_t>()[i], toyllm::fp32_to_fp16(v32->data_as<float>()[i])) << i;
+            }
+            DT qh = read_values(q);
+            for (double & x : qh.v) x = toyllm::fp16_to_fp32(toyllm::fp32_to_fp16(static_cast<float>(x)));
+            const DT want = ref::attention(qh, read_values(kc), read_values(vc), 1.0 / std::sqrt(static_cast<double>(sh.D)), true);
+            const DT got = read_values(out);
+            double max_err = 0;
+            for (size_t i = 0; i < want.v.size(); ++i) max_err = std::max(max_err, std::abs(got.v[i] - want.v[i]));
+            EXPECT_LT(max_err, static_cast<double>(sh.S) * std::ldexp(1.0, -11) * 1.5) << "max error " << max_err;
+            std::printf("f16 attention D %lld S %lld: max |error| %.3g\n", static_cast<long long>(sh.D), static_cast<long long>(sh.S), max_err);
+            outs.push_back(bytes_of(out));
+        }
+        EXPECT_EQ(outs[0], outs[1]);
+    }
+}
+
+TEST(OpF16Cache, AttentionRejectsMixedTypesAndGradients) {
+    Context ctx;
+    expect_shape_error([&] {
+        toyllm::attention(ctx, leaf(ctx, DType::F32, {8, 2, 2}), leaf(ctx, DType::F16, {8, 2, 2}), leaf(ctx, DType::F32, {8, 2, 2}), {});
+    }, "attention");
+    expect_shape_error([&] {
+        toyllm::attention(ctx, leaf(ctx, DType::F16, {8, 2, 2}), leaf(ctx, DType::F16, {8, 2, 2}), leaf(ctx, DType::F16, {8, 2, 2}), {});
+    }, "attention");
+    expect_shape_error([&] { toyllm::write_window(ctx, leaf(ctx, DType::Q8_0, {32, 2}), leaf(ctx, DType::F32, {32, 1}), {0, 0, 0, 0}); }, "write_window");
+    Tensor * q = leaf(ctx, DType::F32, {8, 2, 2});
+    ctx.set_param(q);
+    Tensor * loss = toyllm::sum(ctx, toyllm::attention(ctx, q, leaf(ctx, DType::F16, {8, 2, 2}), leaf(ctx, DType::F16, {8, 2, 2}), {}));
+    Graph g;
+    expect_shape_error([&] { g.build_backward(ctx, loss); }, "attention");
 }
 
 TEST(OpErrors, GetRowsOutOfRangeIdThrowsAtCompute) {

@@ -11,6 +11,7 @@
 
 #include "toyllm/error.h"
 #include "toyllm/graph.h"
+#include "toyllm/half.h"
 #include "toyllm/ops.h"
 #include "toyllm/quant.h"
 
@@ -658,6 +659,42 @@ TEST(VecMath, SiluFamilyMatchesDouble) {
             }
         }
     });
+}
+
+// The f16 row operations at every level and tail length: the dot product is the exact sum
+// of the products of halves rounded once to float (halves in [-2, 2] keep it exact in
+// double); mad and scale round fma(x, v, y) and y * v to half, bit for bit.
+TEST(VecMath, HalfRowOpsMatchExactArithmetic) {
+    std::mt19937 rng(41);
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+    auto halves = [&](int64_t n) {
+        std::vector<uint16_t> h(static_cast<size_t>(n));
+        for (uint16_t & x : h) x = toyllm::fp32_to_fp16(u(rng));
+        return h;
+    };
+    // fma and a multiply-then-add differ after rounding to half once in ~2^13 values: the
+    // long row makes that difference show.
+    for (int64_t n : {1, 7, 8, 9, 16, 64, 67, 1 << 17}) {
+        const auto a = halves(n), b = halves(n), y0 = halves(n);
+        const float v = u(rng);
+        long double exact = 0;
+        for (int64_t i = 0; i < n; ++i) exact += static_cast<long double>(toyllm::fp16_to_fp32(a[static_cast<size_t>(i)])) * toyllm::fp16_to_fp32(b[static_cast<size_t>(i)]);
+        std::vector<uint16_t> want_mad(y0), want_scale(y0);
+        for (size_t i = 0; i < y0.size(); ++i) {
+            want_mad[i] = toyllm::fp32_to_fp16(std::fma(toyllm::fp16_to_fp32(a[i]), v, toyllm::fp16_to_fp32(y0[i])));
+            want_scale[i] = toyllm::fp32_to_fp16(toyllm::fp16_to_fp32(y0[i]) * v);
+        }
+        for_each_level([&](SimdLevel) {
+            SCOPED_TRACE("n " + std::to_string(n));
+            if (n < 1000) EXPECT_EQ(toyllm::cpu::dot_f16(a.data(), b.data(), n), static_cast<float>(exact));
+            std::vector<uint16_t> y = y0;
+            toyllm::cpu::mad_f16(y.data(), a.data(), v, n);
+            EXPECT_EQ(y, want_mad);
+            y = y0;
+            toyllm::cpu::scale_f16(y.data(), v, n);
+            EXPECT_EQ(y, want_scale);
+        });
+    }
 }
 
 }  // namespace

@@ -131,8 +131,9 @@ class Model {
     // Builds the forward graph nodes in ctx; returns logits [n_vocab, T, B] (or [n_vocab, 1, B]).
     Tensor * forward(Context & ctx, const ForwardInputs & in) const;
 
-    // A cache for n_ctx positions of n_batch sequences, allocated in the weights context.
-    KvCache make_cache(int64_t n_ctx, int64_t n_batch);
+    // A cache for n_ctx positions of n_batch sequences, allocated in the weights context;
+    // type F32 or F16 (half the memory; attention then runs in llama.cpp's order).
+    KvCache make_cache(int64_t n_ctx, int64_t n_batch, DType type = DType::F32);
 
   private:
     Model() = default;

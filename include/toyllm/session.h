@@ -14,6 +14,7 @@ struct SessionConfig {
     int64_t n_batch = 256;    // prompt tokens per forward (chunked prefill)
     int n_threads = 2;        // CPU threads
     std::string device = "cpu";
+    DType cache_type = DType::F32;  // F32, or F16: half the memory, llama.cpp's attention order (cpu only)
     const Taps * taps = nullptr;  // nodes to keep on every eval (read with tap())
 };
 

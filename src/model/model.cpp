@@ -126,13 +126,14 @@ std::vector<Tensor *> Model::make_trainable() {
     return params;
 }
 
-KvCache Model::make_cache(int64_t n_ctx, int64_t n_batch) {
+KvCache Model::make_cache(int64_t n_ctx, int64_t n_batch, DType type) {
+    if (type != DType::F32 && type != DType::F16) throw Error("KV cache type must be f32 or f16, not " + std::string(dtype_name(type)));
     KvCache c;
     c.n_ctx = n_ctx;
     c.n_batch = n_batch;
     for (int64_t il = 0; il < cfg_.n_layer; ++il) {
         for (auto * list : {&c.k, &c.v}) {
-            Tensor * t = wctx_.new_tensor(DType::F32, {cfg_.head_dim, cfg_.n_head_kv, n_ctx, n_batch},
+            Tensor * t = wctx_.new_tensor(type, {cfg_.head_dim, cfg_.n_head_kv, n_ctx, n_batch},
                                           std::string(list == &c.k ? "cache_k." : "cache_v.") + std::to_string(il));
             wctx_.alloc(t);
             list->push_back(t);

@@ -8,7 +8,8 @@ namespace toyllm {
 Session::Session(Model & model, const SessionConfig & cfg) : model_(model), cfg_(cfg) {
     if (cfg_.n_ctx <= 0) cfg_.n_ctx = model.config().n_ctx_train;
     if (cfg_.n_batch <= 0) throw Error("session: n_batch must be > 0");
-    cache_ = model.make_cache(cfg_.n_ctx, 1);
+    if (cfg_.cache_type != DType::F32 && cfg_.device != "cpu") throw Error("session: an f16 KV cache runs on the cpu device only");
+    cache_ = model.make_cache(cfg_.n_ctx, 1, cfg_.cache_type);
     backend_ = make_backend(cfg_.device, {.n_threads = cfg_.n_threads});
 }
 

@@ -1,7 +1,9 @@
 // attention: softmax(q.k * scale + causal mask) . v per query head, fused (online
 // softmax, no [S, T] matrix per head). Its composed reference is
 //   matmul(v^T, softmax(causal_mask(scale(matmul(k, q)))))
-// per head, built by the op test. params: f[0] scale, i[0] causal.
+// per head, built by the op test. params: f[0] scale, i[0] causal. k and v may be f16 (an
+// f16 KV cache): then the CPU kernel follows llama.cpp's order (kernels_attention_f16.cpp)
+// and there is no gradient.
 #include "ops/op_table.h"
 
 #include <cmath>
@@ -12,9 +14,8 @@ using ops::Backward;
 using ops::shape_error;
 
 Tensor * attention(Context & ctx, Tensor * q, Tensor * k, Tensor * v, const AttentionConfig & cfg) {
-    for (const Tensor * t : {q, k, v}) {
-        if (t->type != DType::F32) shape_error("attention", "q, k, v must be f32", t);
-    }
+    if (q->type != DType::F32) shape_error("attention", "q must be f32", q);
+    if ((k->type != DType::F32 && k->type != DType::F16) || v->type != k->type) shape_error("attention", "k and v must be both f32 or both f16", k, v);
     if (k->ne != v->ne) shape_error("attention", "k and v differ in shape", k, v);
     if (q->ne[0] != k->ne[0]) shape_error("attention", "head_dim of q and k differ", q, k);
     if (k->ne[1] < 1 || q->ne[1] % k->ne[1] != 0) shape_error("attention", "n_head must be a multiple of n_head_kv", q, k);
@@ -46,6 +47,7 @@ Tensor * attention_back(Context & ctx, Tensor * node, Tensor * dout) {
 }
 
 void backward_attention(Backward & b, Tensor * node, Tensor * grad) {
+    if (node->src[1]->type != DType::F32) shape_error("attention", "no gradient through f16 k and v", node->src[1], node->src[2]);
     Tensor * packed = attention_back(b.ctx, node, grad);
     int64_t at = 0;
     for (int i = 0; i < 3; ++i) {

@@ -72,14 +72,14 @@ Tensor * cont(Context & ctx, Tensor * a) {
 }
 
 Tensor * write_window(Context & ctx, Tensor * dst, Tensor * src, std::array<int64_t, 4> begin) {
-    if (dst->type != DType::F32 || !dst->is_contiguous()) shape_error("write_window", "dst must be contiguous f32", dst, src);
+    if ((dst->type != DType::F32 && dst->type != DType::F16) || !dst->is_contiguous()) shape_error("write_window", "dst must be contiguous f32 or f16", dst, src);
     if (src->type != DType::F32) shape_error("write_window", "src must be f32", dst, src);
     for (int d = 0; d < 4; ++d) {
         if (begin[d] < 0 || begin[d] + src->ne[d] > dst->ne[d]) shape_error("write_window", "window outside dst in dim " + std::to_string(d), dst, src);
     }
-    Tensor * t = ctx.new_op(Op::ACC, DType::F32, dst->ne, {dst, ops::rows_contiguous(ctx, src)});
+    Tensor * t = ctx.new_op(Op::ACC, dst->type, dst->ne, {dst, ops::rows_contiguous(ctx, src)});
     for (int d = 0; d < 4; ++d) t->params.i[d] = static_cast<int32_t>(begin[d]);
-    t->params.i[4] = 1;  // set, not add
+    t->params.i[4] = 1;  // set, not add (an f16 dst gets the values rounded to nearest even)
     t->view_src = dst;   // in place
     return t;
 }

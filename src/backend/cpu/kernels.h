@@ -67,6 +67,8 @@ void kernel_rms_norm_back(const KernelCtx & k, Tensor * node);
 void kernel_rope(const KernelCtx & k, Tensor * node);
 void kernel_attention(const KernelCtx & k, Tensor * node);
 size_t scratch_attention(const Tensor * node, int nth);
+void kernel_attention_f16(const KernelCtx & k, Tensor * node);  // k, v f16: llama.cpp's order
+size_t scratch_attention_f16(const Tensor * node, int nth);
 void kernel_attention_back(const KernelCtx & k, Tensor * node);
 size_t scratch_attention_back(const Tensor * node, int nth);
 void kernel_causal_mask(const KernelCtx & k, Tensor * node);

@@ -81,11 +81,16 @@ void block_probabilities(const Geometry & g, const Tensor * q, const Tensor * k,
 }  // namespace
 
 size_t scratch_attention(const Tensor * node, int nth) {
+    if (node->src[1]->type == DType::F16) return scratch_attention_f16(node, nth);
     return static_cast<size_t>(nth) * static_cast<size_t>(kQueryBlock * node->src[1]->ne[2]) * sizeof(float);
 }
 
 // Work items: (head, batch, query block); out rows of the block = P v by a gemm.
 void kernel_attention(const KernelCtx & k, Tensor * node) {
+    if (node->src[1]->type == DType::F16) {
+        kernel_attention_f16(k, node);
+        return;
+    }
     const Geometry g(node);
     const Tensor * q = node->src[0];
     const Tensor * kk = node->src[1];

@@ -3,6 +3,7 @@
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/thread_pool.h"
 #include "backend/cpu/vec_math.h"
+#include "toyllm/half.h"
 
 #include <cstring>
 
@@ -159,6 +160,15 @@ void kernel_acc(const KernelCtx & k, Tensor * node) {
     const Tensor * base = node->src[0];
     const Tensor * g = node->src[1];
     const int64_t b0 = node->params.i[0], b1 = node->params.i[1], b2 = node->params.i[2], b3 = node->params.i[3];
+    if (node->type == DType::F16) {  // write_window into an f16 cache: in place, set
+        const RowRange rr = split_rows(g->n_rows(), k.ith, k.nth);
+        for (int64_t r = rr.begin; r < rr.end; ++r) {
+            const Index w = row_index(g, r);
+            uint16_t * y = at<uint16_t>(node, b0, w.i1 + b1, w.i2 + b2, w.i3 + b3);
+            for (int64_t j0 = 0; j0 < g->ne[0]; ++j0) y[j0] = fp32_to_fp16(load(g, j0, w.i1, w.i2, w.i3));
+        }
+        return;
+    }
     const bool set = node->params.i[4] != 0;
     const bool in_place = base != nullptr && base->data == node->data;
     const int64_t n_rows = in_place ? g->n_rows() : node->n_rows();

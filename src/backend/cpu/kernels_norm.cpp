@@ -11,7 +11,7 @@ namespace {
 // 1 / sqrt(mean(x^2) + eps), the sum in double as ggml does.
 float inv_rms(const float * x, int64_t n, float eps) {
     double s = 0.0;
-    for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * x[i];
+    for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i] * x[i]);
     return 1.0f / std::sqrt(static_cast<float>(s / static_cast<double>(n)) + eps);
 }
 

@@ -1,5 +1,6 @@
 // rope: angles computed as ggml does (theta multiplied by base^(-2/n_rot) pair after
-// pair, in float) so that results track llama.cpp's to the last bits.
+// pair, in float) and each rotated value as one fused multiply-add, as ggml's
+// x0 cos - x1 sin compiles with FMA contraction, so results equal llama.cpp's to the bit.
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/thread_pool.h"
 
@@ -33,8 +34,8 @@ void kernel_rope(const KernelCtx & k, Tensor * node) {
             const int64_t ia = neox ? i : 2 * i;
             const int64_t ib = neox ? i + half : 2 * i + 1;
             const float a = src[ia], b = src[ib];
-            dst[ia] = a * c - b * s;
-            dst[ib] = a * s + b * c;
+            dst[ia] = std::fma(a, c, -(b * s));
+            dst[ib] = std::fma(a, s, b * c);
             theta *= theta_scale;
         }
         for (int64_t i = n_rot; i < head_dim; ++i) dst[i] = src[i];

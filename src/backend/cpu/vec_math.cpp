@@ -4,6 +4,8 @@
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/vec_math_kernels.h"
 
+#include "toyllm/half.h"
+
 #include <cmath>
 
 namespace toyllm::cpu {
@@ -29,6 +31,22 @@ void silu_back_scalar(const float * x, const float * dy, float * y, int64_t n) {
 
 const kernels::MathKernels kScalarMath = {exp_shifted_sum_scalar, silu_mul_scalar, silu_back_scalar};
 
+float dot_f16_scalar(const uint16_t * a, const uint16_t * b, int64_t n) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(fp16_to_fp32(a[i]) * fp16_to_fp32(b[i]));
+    return static_cast<float>(sum);
+}
+
+void mad_f16_scalar(uint16_t * y, const uint16_t * x, float v, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(std::fma(fp16_to_fp32(x[i]), v, fp16_to_fp32(y[i])));
+}
+
+void scale_f16_scalar(uint16_t * y, float v, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(fp16_to_fp32(y[i]) * v);
+}
+
+const kernels::HalfKernels kScalarHalf = {dot_f16_scalar, mad_f16_scalar, scale_f16_scalar};
+
 const kernels::MathKernels & math_for(SimdLevel level) {
 #if defined(TOYLLM_X86)
     if (level == SimdLevel::AVX512) return kernels::kAvx512Math;
@@ -36,6 +54,14 @@ const kernels::MathKernels & math_for(SimdLevel level) {
 #endif
     (void)level;
     return kScalarMath;
+}
+
+const kernels::HalfKernels & half_for(SimdLevel level) {
+#if defined(TOYLLM_X86)
+    if (level == SimdLevel::AVX512 || level == SimdLevel::AVX2) return kernels::kAvx2Half;
+#endif
+    (void)level;
+    return kScalarHalf;
 }
 
 }  // namespace
@@ -52,5 +78,11 @@ double exp_shifted_sum(float * x, int64_t n, float m) { return math_for(cpu_feat
 void silu_mul(const float * g, const float * u, float * y, int64_t n) { math_for(cpu_features().level).silu_mul(g, u, y, n); }
 
 void silu_back(const float * x, const float * dy, float * y, int64_t n) { math_for(cpu_features().level).silu_back(x, dy, y, n); }
+
+float dot_f16(const uint16_t * a, const uint16_t * b, int64_t n) { return half_for(cpu_features().level).dot_f16(a, b, n); }
+
+void mad_f16(uint16_t * y, const uint16_t * x, float v, int64_t n) { half_for(cpu_features().level).mad_f16(y, x, v, n); }
+
+void scale_f16(uint16_t * y, float v, int64_t n) { half_for(cpu_features().level).scale_f16(y, v, n); }
 
 }  // namespace toyllm::cpu

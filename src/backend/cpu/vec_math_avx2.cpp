@@ -1,4 +1,4 @@
-// AVX2 + FMA implementations of vec_math.h (compiled with -mavx2 -mfma).
+// AVX2 + FMA implementations of vec_math.h (compiled with -mavx2 -mfma -mf16c).
 #include "backend/cpu/vec_math_kernels.h"
 
 #include <immintrin.h>
@@ -108,8 +108,53 @@ void silu_back(const float * x, const float * dy, float * y, int64_t n) {
     }
 }
 
+// Eight halves from p, or the first n < 8 of them and zeros.
+__m256 load_half(const uint16_t * p, int64_t n = 8) {
+    if (n >= 8) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+    alignas(16) uint16_t buf[8] = {};
+    for (int64_t j = 0; j < n; ++j) buf[j] = p[j];
+    return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i *>(buf)));
+}
+
+void store_half(uint16_t * p, __m256 v, int64_t n = 8) {
+    const __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    if (n >= 8) {
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(p), h);
+        return;
+    }
+    alignas(16) uint16_t buf[8];
+    _mm_store_si128(reinterpret_cast<__m128i *>(buf), h);
+    for (int64_t j = 0; j < n; ++j) p[j] = buf[j];
+}
+
+float dot_f16(const uint16_t * a, const uint16_t * b, int64_t n) {
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    for (int64_t i = 0; i < n; i += 8) {
+        const int64_t m = n - i;
+        add_to_double(_mm256_mul_ps(load_half(a + i, m), load_half(b + i, m)), lo, hi);
+    }
+    return static_cast<float>(hsum(_mm256_add_pd(lo, hi)));
+}
+
+void mad_f16(uint16_t * y, const uint16_t * x, float v, int64_t n) {
+    const __m256 vv = _mm256_set1_ps(v);
+    for (int64_t i = 0; i < n; i += 8) {
+        const int64_t m = n - i;
+        store_half(y + i, _mm256_fmadd_ps(load_half(x + i, m), vv, load_half(y + i, m)), m);
+    }
+}
+
+void scale_f16(uint16_t * y, float v, int64_t n) {
+    const __m256 vv = _mm256_set1_ps(v);
+    for (int64_t i = 0; i < n; i += 8) {
+        const int64_t m = n - i;
+        store_half(y + i, _mm256_mul_ps(load_half(y + i, m), vv), m);
+    }
+}
+
 }  // namespace
 
 extern const MathKernels kAvx2Math = {exp_shifted_sum, silu_mul, silu_back};
+extern const HalfKernels kAvx2Half = {dot_f16, mad_f16, scale_f16};
 
 }  // namespace toyllm::cpu::kernels

@@ -225,6 +225,7 @@ __global__ void causal_mask_kernel(View x, View y, int64_t n_past, float fill) {
 
 void kernel_attention(const Exec & e, const NodeArgs & a) {
     const Tensor * node = a.node;
+    if (node->src[1]->type != DType::F32) throw Error("cuda attention: f16 keys and values (an f16 KV cache) run on the cpu device only");
     const Geometry g = geometry_of(node);
     const int64_t rows = node->n_rows();
     if (rows > 2147483647LL) throw Error("cuda attention: too many query rows");

@@ -122,6 +122,7 @@ void kernel_repeat(const Exec & e, const NodeArgs & a) {
 // src[0]'s memory) only the window is touched: one thread per element of src[1].
 void kernel_acc(const Exec & e, const NodeArgs & a) {
     const Tensor * node = a.node;
+    if (node->type != DType::F32) throw Error("cuda write_window: an f16 destination (an f16 KV cache) runs on the cpu device only");
     const View g = view_of(node->src[1], a.src[1]);
     const int64_t b0 = node->params.i[0], b1 = node->params.i[1], b2 = node->params.i[2], b3 = node->params.i[3];
     const bool set = node->params.i[4] != 0;
