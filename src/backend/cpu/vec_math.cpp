@@ -58,7 +58,8 @@ const kernels::MathKernels & math_for(SimdLevel level) {
 
 const kernels::HalfKernels & half_for(SimdLevel level) {
 #if defined(TOYLLM_X86)
-    if (level == SimdLevel::AVX512 || level == SimdLevel::AVX2) return kernels::kAvx2Half;
+    if (level == SimdLevel::AVX512) return kernels::kAvx512Half;
+    if (level == SimdLevel::AVX2) return kernels::kAvx2Half;
 #endif
     (void)level;
     return kScalarHalf;

@@ -80,8 +80,41 @@ void silu_back(const float * x, const float * dy, float * y, int64_t n) {
     }
 }
 
+// Sixteen halves from p (lanes outside k zero) as floats, and back rounded to nearest even.
+__m512 load_half(const uint16_t * p, __mmask16 k) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p)); }
+
+void store_half(uint16_t * p, __m512 v, __mmask16 k) {
+    _mm256_mask_storeu_epi16(p, k, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+float dot_f16(const uint16_t * a, const uint16_t * b, int64_t n) {
+    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : tail_mask(n - i);
+        add_to_double(_mm512_mul_ps(load_half(a + i, k), load_half(b + i, k)), lo, hi);
+    }
+    return static_cast<float>(_mm512_reduce_add_pd(_mm512_add_pd(lo, hi)));
+}
+
+void mad_f16(uint16_t * y, const uint16_t * x, float v, int64_t n) {
+    const __m512 vv = _mm512_set1_ps(v);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : tail_mask(n - i);
+        store_half(y + i, _mm512_fmadd_ps(load_half(x + i, k), vv, load_half(y + i, k)), k);
+    }
+}
+
+void scale_f16(uint16_t * y, float v, int64_t n) {
+    const __m512 vv = _mm512_set1_ps(v);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : tail_mask(n - i);
+        store_half(y + i, _mm512_mul_ps(load_half(y + i, k), vv), k);
+    }
+}
+
 }  // namespace
 
 extern const MathKernels kAvx512Math = {exp_shifted_sum, silu_mul, silu_back};
+extern const HalfKernels kAvx512Half = {dot_f16, mad_f16, scale_f16};
 
 }  // namespace toyllm::cpu::kernels

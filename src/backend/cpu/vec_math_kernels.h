@@ -12,7 +12,7 @@ struct MathKernels {
     void (*silu_back)(const float * x, const float * dy, float * y, int64_t n);
 };
 
-// The f16 row operations need F16C and FMA only: the AVX2 level's serve AVX-512 too.
+// The f16 row operations (vec_math.h's dot_f16, mad_f16, scale_f16).
 struct HalfKernels {
     float (*dot_f16)(const uint16_t * a, const uint16_t * b, int64_t n);
     void (*mad_f16)(uint16_t * y, const uint16_t * x, float v, int64_t n);
@@ -20,6 +20,7 @@ struct HalfKernels {
 };
 
 extern const HalfKernels kAvx2Half;    // vec_math_avx2.cpp
+extern const HalfKernels kAvx512Half;  // vec_math_avx512.cpp
 
 extern const MathKernels kAvx2Math;    // vec_math_avx2.cpp; needs AVX2 + FMA
 extern const MathKernels kAvx512Math;  // vec_math_avx512.cpp; needs AVX-512 F/DQ
