@@ -14,8 +14,9 @@
 //               GB/s counts the weight bytes; vs_triad and vs_read divide it by the
 //               triad and read bandwidth with the same thread count (measured first).
 //   matvec_hot/<type>/<rows>x<cols>/t1
-//               one copy of W, warm in the caches (when it fits in L3): the kernel's
-//               compute ceiling.
+//               one copy of W, warm in the caches (when it fits in L3).
+//   matvec_l2/<type>/<rows>x2048/t1
+//               about 256 KiB of W, which stays in L2: the kernel's arithmetic ceiling.
 //   pool_run/tN  an empty ThreadPool::run, the fixed cost added to every matvec.
 //
 // Run: build/<dir>/bin/bench_matvec [--benchmark_filter=...]
@@ -26,6 +27,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -254,6 +256,13 @@ int main(int argc, char ** argv) {
                                          MatvecCase{type, rows, cols, 1, false})
                 ->UseRealTime()->Unit(benchmark::kMicrosecond);
         }
+    }
+    // About 256 KiB of weights, which stay in L2: the kernel's arithmetic speed alone.
+    for (DType type : types) {
+        const int64_t cols = 2048, rows = std::max<int64_t>(16, (256 << 10) / static_cast<int64_t>(toyllm::dtype_row_bytes(type, cols)));
+        benchmark::RegisterBenchmark(("matvec_l2/" + std::string(toyllm::dtype_name(type)) + "/" + std::to_string(rows) + "x2048/t1").c_str(),
+                                     bm_matvec, MatvecCase{type, rows, cols, 1, false})
+            ->UseRealTime()->Unit(benchmark::kMicrosecond);
     }
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

@@ -686,7 +686,9 @@ TEST(VecMath, HalfRowOpsMatchExactArithmetic) {
         }
         for_each_level([&](SimdLevel) {
             SCOPED_TRACE("n " + std::to_string(n));
-            if (n < 1000) EXPECT_EQ(toyllm::cpu::dot_f16(a.data(), b.data(), n), static_cast<float>(exact));
+            if (n < 1000) {
+                EXPECT_EQ(toyllm::cpu::dot_f16(a.data(), b.data(), n), static_cast<float>(exact));
+            }
             std::vector<uint16_t> y = y0;
             toyllm::cpu::mad_f16(y.data(), a.data(), v, n);
             EXPECT_EQ(y, want_mad);

@@ -19,6 +19,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <vector>
 
 #ifndef PFD
 #define PFD 2048
@@ -1012,6 +1013,18 @@ __m128i q4_k_scales_mins(const uint8_t * packed) {
     return _mm_or_si128(low_bits, top_bits);
 }
 
+// q4_k_scales_mins for four blocks, one per 128-bit lane of q.
+__m512i q4_k_scales_mins_x4(__m512i q) {
+    const __m512i low = _mm512_shuffle_epi8(q, _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11)));
+    const __m512i top = _mm512_shuffle_epi8(q, _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 0, 0, 4, 5, 6, 7)));
+    const __m512i low_shifted = _mm512_mask_mov_epi8(low, 0xF000F000F000F000ull, _mm512_srli_epi16(low, 4));
+    const __m512i low_bits = _mm512_and_si512(
+        low_shifted, _mm512_broadcast_i32x4(_mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15)));
+    const __m512i top_bits = _mm512_and_si512(_mm512_srli_epi16(top, 2),
+                                              _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 48, 48, 48, 48, 0, 0, 0, 0, 48, 48, 48, 48)));
+    return _mm512_or_si512(low_bits, top_bits);
+}
+
 // pshufb control putting int16 word i in 128-bit lanes 0-1 and word i+1 in lanes 2-3.
 __m512i word_pair_shuffle(int i) {
     const __m128i lo = _mm_set1_epi16(static_cast<int16_t>((2 * i + 1) << 8 | (2 * i)));
@@ -1020,40 +1033,100 @@ __m512i word_pair_shuffle(int i) {
     return _mm512_mask_broadcast_i32x4(v, 0xFF00, hi);
 }
 
-float dot_q4_k(int64_t n, const void * w_, const void * x_) {
-    const auto * w = static_cast<const Q4_KBlock *>(w_);
-    const auto * x = static_cast<const Q8_KBlock *>(x_);
+// One Q4_K block against its Q8_K block, given the block's scales (8 words, in each
+// 128-bit lane), mins (8 words), d and dmin (times the activation's scale) and the
+// activation's 8 sub-block sums: the float operations that Q4_KTile repeats per pair.
+inline void q4_k_block(const Q4_KBlock & w, const Q8_KBlock & x, __m512i sc, __m128i mins, __m512 d, __m128 dmin,
+                       __m128i q8s, __m512 & acc, __m128 & acc_m) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    __m512 acc = _mm512_setzero_ps();
-    __m128 acc_m = _mm_setzero_ps();
-    for (int64_t b = 0; b < n / kQK_K; ++b) {
-        const float d = x[b].d * f16(w[b].d);
-        const float dmin = x[b].d * f16(w[b].dmin);
-        const __m128i sm = q4_k_scales_mins(w[b].scales);
-        const __m128i scales = _mm_cvtepu8_epi16(sm);
-        const __m128i mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
-
-        // Mins: sum_j m_j * (sum of a over sub-block j), sub-block sums from bsums pairs.
-        const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[b].bsums));
-        const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins, q8s)), acc_m);
-
-        const __m512i sc = _mm512_broadcast_i32x4(scales);
-        // Two accumulators: a chain of four dpwssd would cost four latencies per block.
-        __m512i sumi[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-        for (int c = 0; c < 4; ++c) {
-            // 32 bytes of nibbles: low nibbles are sub-block 2c, high nibbles 2c+1.
-            __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w[b].qs + 32 * c)));
-            v = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFFFF0000u, v, 4), m4);
-            const __m512i a = _mm512_loadu_si512(x[b].qs + 64 * c);
-            const __m512i p16 = _mm512_maddubs_epi16(v, a);  // |.| <= 2 * 15 * 127
-            sumi[c & 1] = _mm512_dpwssd_epi32(sumi[c & 1], p16, _mm512_shuffle_epi8(sc, word_pair_shuffle(2 * c)));
-        }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(sumi[0], sumi[1])), acc);
+    // Mins: sum_j m_j * (sum of a over sub-block j).
+    acc_m = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(_mm_madd_epi16(mins, q8s)), acc_m);
+    // Two accumulators: a chain of four dpwssd would cost four latencies per block.
+    __m512i sumi[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+    for (int c = 0; c < 4; ++c) {
+        // 32 bytes of nibbles: low nibbles are sub-block 2c, high nibbles 2c+1.
+        __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w.qs + 32 * c)));
+        v = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFFFF0000u, v, 4), m4);
+        const __m512i p16 = _mm512_maddubs_epi16(v, _mm512_loadu_si512(x.qs + 64 * c));  // |.| <= 2 * 15 * 127
+        sumi[c & 1] = _mm512_dpwssd_epi32(sumi[c & 1], p16, _mm512_shuffle_epi8(sc, word_pair_shuffle(2 * c)));
     }
-    __m128 m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    return _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(m);
+    acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_add_epi32(sumi[0], sumi[1])), acc);
+}
+
+// The 8 sub-block sums of a Q8_K block (pairs of its 16 bsums).
+__m128i q8_k_sub_block_sums(const Q8_KBlock & x) {
+    const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x.bsums));
+    return _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+}
+
+// Block I of four whose unpacked scales and mins are in the 128-bit lanes of sm4 and
+// whose (d, dmin) pairs are lanes 2I, 2I+1 of dm.
+template <int I>
+void q4_k_block_of_four(const Q4_KBlock * w, const Q8_KBlock * x, const __m128i * q8s, __m512i sm4, __m256 dm,
+                        __m512 & acc, __m128 & acc_m) {
+    const __m256i words = _mm256_cvtepu8_epi16(_mm512_extracti32x4_epi32(sm4, I));  // scales, then mins
+    const __m512 d = _mm512_permutexvar_ps(_mm512_set1_epi32(2 * I), _mm512_castps256_ps512(dm));
+    const __m128 dmin = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(dm, _mm256_set1_epi32(2 * I + 1)));
+    q4_k_block(w[I], x[I], _mm512_broadcast_i32x4(_mm256_castsi256_si128(words)), _mm256_extracti128_si256(words, 1), d, dmin,
+               _mm_loadu_si128(q8s + I), acc, acc_m);
+}
+
+// Q4_K x Q8_K for n_rows rows. The activation's sub-block sums and scales are prepared
+// once per call; each row's blocks go four at a time: their packed scales and mins
+// unpacked in one register (a block per 128-bit lane), their d and dmin converted and
+// multiplied together, all kept in registers. Each row's float operations are the same
+// for any row count and are Q4_KTile's, so decode and prefill give the same bits;
+// dot_q4_k is this with one row.
+void rows_q4_k(const RowsArgs & a) {
+    const auto * x = static_cast<const Q8_KBlock *>(a.x);
+    const int64_t nb = a.n / kQK_K;
+    thread_local std::vector<int16_t> q8s_buf;
+    thread_local std::vector<float> xd_buf;
+    q8s_buf.resize(static_cast<size_t>(8 * nb));
+    xd_buf.resize(static_cast<size_t>(2 * nb));
+    auto * q8s = reinterpret_cast<__m128i *>(q8s_buf.data());
+    float * xd = xd_buf.data();  // each block's scale twice, beside its (d, dmin)
+    for (int64_t b = 0; b < nb; ++b) {
+        _mm_storeu_si128(q8s + b, q8_k_sub_block_sums(x[b]));
+        xd[2 * b] = xd[2 * b + 1] = x[b].d;
+    }
+    for (int64_t r = 0; r < a.n_rows; ++r) {
+        const auto * w = reinterpret_cast<const Q4_KBlock *>(static_cast<const uint8_t *>(a.w) + r * a.w_row_bytes);
+        __m512 acc = _mm512_setzero_ps();
+        __m128 acc_m = _mm_setzero_ps();
+        int64_t b = 0;
+        for (; b + 4 <= nb; b += 4) {
+            __m512i packed = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i *>(w[b].scales)));
+            packed = _mm512_inserti32x4(packed, _mm_loadu_si128(reinterpret_cast<const __m128i *>(w[b + 1].scales)), 1);
+            packed = _mm512_inserti32x4(packed, _mm_loadu_si128(reinterpret_cast<const __m128i *>(w[b + 2].scales)), 2);
+            packed = _mm512_inserti32x4(packed, _mm_loadu_si128(reinterpret_cast<const __m128i *>(w[b + 3].scales)), 3);
+            const __m512i sm4 = q4_k_scales_mins_x4(packed);
+            uint32_t d_dmin[4];
+            for (int i = 0; i < 4; ++i) std::memcpy(&d_dmin[i], &w[b + i].d, sizeof d_dmin[i]);
+            const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i *>(d_dmin));
+            const __m256 dm = _mm256_mul_ps(_mm256_cvtph_ps(halves), _mm256_loadu_ps(xd + 2 * b));
+            q4_k_block_of_four<0>(w + b, x + b, q8s + b, sm4, dm, acc, acc_m);
+            q4_k_block_of_four<1>(w + b, x + b, q8s + b, sm4, dm, acc, acc_m);
+            q4_k_block_of_four<2>(w + b, x + b, q8s + b, sm4, dm, acc, acc_m);
+            q4_k_block_of_four<3>(w + b, x + b, q8s + b, sm4, dm, acc, acc_m);
+        }
+        for (; b < nb; ++b) {
+            const __m128i sm = q4_k_scales_mins(w[b].scales);
+            const float d = x[b].d * f16(w[b].d);
+            const float dmin = x[b].d * f16(w[b].dmin);
+            q4_k_block(w[b], x[b], _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sm)), _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm)),
+                       _mm512_set1_ps(d), _mm_set1_ps(dmin), _mm_loadu_si128(q8s + b), acc, acc_m);
+        }
+        __m128 m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        a.y[r] = _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(m);
+    }
+}
+
+float dot_q4_k(int64_t n, const void * w, const void * x) {
+    float y;
+    rows_q4_k({.w = w, .w_row_bytes = 0, .n = n, .x = x, .y = &y, .n_rows = 1});
+    return y;
 }
 
 // ---- Q6_K ----------------------------------------------------------------------------
@@ -1280,7 +1353,7 @@ const IsaKernels kAvx512Kernels = {
     .q8_0_from_float = q8_0_from_float,
     .q8_k_from_float = q8_k_from_float,
     .dot = {dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_k, dot_q6_k},
-    .rows = {nullptr, nullptr, nullptr, rows_q8_0, rows_q4_0, nullptr, nullptr},
+    .rows = {nullptr, nullptr, nullptr, rows_q8_0, rows_q4_0, rows_q4_k, nullptr},
     .tiles = {{}, {tile_f16, nullptr, nullptr}, {tile_bf16, nullptr, nullptr},
               {tile_q8_0, packed_bytes_q<Q8_0TileGroup>, pack_q8_0}, {tile_q4_0, packed_bytes_q<Q4_0TileGroup>, pack_q4_0},
               {tile_q4_k, nullptr, nullptr}, {tile_q6_k, nullptr, nullptr}},
