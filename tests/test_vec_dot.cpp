@@ -661,9 +661,10 @@ TEST(VecMath, SiluFamilyMatchesDouble) {
     });
 }
 
-// The f16 row operations at every level and tail length: the dot product is the exact sum
-// of the products of halves rounded once to float (halves in [-2, 2] keep it exact in
-// double); mad and scale round fma(x, v, y) and y * v to half, bit for bit.
+// The f16 row operations at every level and tail length: the dot product (also over rows
+// at a stride, scaled) is the exact sum of the products of halves rounded once to float
+// (halves in [-2, 2] keep it exact in double); mad and scale round fma(x, v, y) and
+// y * v to half, bit for bit.
 TEST(VecMath, HalfRowOpsMatchExactArithmetic) {
     std::mt19937 rng(41);
     std::uniform_real_distribution<float> u(-2.0f, 2.0f);
@@ -688,6 +689,18 @@ TEST(VecMath, HalfRowOpsMatchExactArithmetic) {
             SCOPED_TRACE("n " + std::to_string(n));
             if (n < 1000) {
                 EXPECT_EQ(toyllm::cpu::dot_f16(a.data(), b.data(), n), static_cast<float>(exact));
+                // Rows of b at a stride of n + 3 halves (three rows from b, y0, a), scaled.
+                std::vector<uint16_t> rows(static_cast<size_t>(3 * (n + 3)));
+                for (int64_t i = 0; i < n; ++i) {
+                    rows[static_cast<size_t>(i)] = b[static_cast<size_t>(i)];
+                    rows[static_cast<size_t>(n + 3 + i)] = y0[static_cast<size_t>(i)];
+                    rows[static_cast<size_t>(2 * (n + 3) + i)] = a[static_cast<size_t>(i)];
+                }
+                float out[3];
+                toyllm::cpu::dot_f16_rows(a.data(), rows.data(), n + 3, 3, n, 0.3f, out);
+                EXPECT_EQ(out[0], toyllm::cpu::dot_f16(a.data(), b.data(), n) * 0.3f);
+                EXPECT_EQ(out[1], toyllm::cpu::dot_f16(a.data(), y0.data(), n) * 0.3f);
+                EXPECT_EQ(out[2], toyllm::cpu::dot_f16(a.data(), a.data(), n) * 0.3f);
             }
             std::vector<uint16_t> y = y0;
             toyllm::cpu::mad_f16(y.data(), a.data(), v, n);

@@ -6,6 +6,9 @@
 // enters with weight exp(s - M), both through fma and a rounding to half as ggml's f16
 // vector ops do; the output is that f16 sum times 1 / (sum of the weights).
 //
+// The scores of a row are computed first (one call for all its keys), then the online
+// pass; the f16 row operations come from the level's table fetched once per call.
+//
 // Where ggml's dot product runs scalar (head_dim below its SIMD step: 64 with AVX-512, 32
 // with AVX2) this is its arithmetic to the bit, and with rope's fused multiply-adds the
 // logits of a llama.cpp-quantized file equal llama.cpp's (test_model's KL test). Forward only;
@@ -13,6 +16,7 @@
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/thread_pool.h"
 #include "backend/cpu/vec_math.h"
+#include "backend/cpu/vec_math_kernels.h"
 #include "toyllm/half.h"
 
 #include <algorithm>
@@ -20,6 +24,17 @@
 #include <limits>
 
 namespace toyllm::cpu {
+
+namespace {
+
+// Per thread: the query and the running output in f16 (D each), then the row's scores (S
+// floats), rounded up to whole cache lines.
+size_t scratch_per_thread(int64_t D, int64_t S) {
+    const size_t bytes = 2 * static_cast<size_t>(D) * sizeof(uint16_t) + static_cast<size_t>(S) * sizeof(float);
+    return (bytes + 63) / 64 * 64;
+}
+
+}  // namespace
 
 void kernel_attention_f16(const KernelCtx & k, Tensor * node) {
     const Tensor * q = node->src[0];
@@ -29,8 +44,11 @@ void kernel_attention_f16(const KernelCtx & k, Tensor * node) {
     const int64_t S = kk->ne[2], rep = H / kk->ne[1];
     const bool causal = node->params.i[0] != 0;
     const float scale = node->params.f[0];
-    uint16_t * q16 = reinterpret_cast<uint16_t *>(k.scratch) + static_cast<int64_t>(k.ith) * 2 * D;
+    const kernels::HalfKernels & hk = half_kernels();
+    auto * q16 = reinterpret_cast<uint16_t *>(k.scratch + static_cast<size_t>(k.ith) * scratch_per_thread(D, S));
     uint16_t * acc = q16 + D;
+    auto * scores = reinterpret_cast<float *>(acc + D);
+    const int64_t k_stride = kk->nb[2] / static_cast<int64_t>(sizeof(uint16_t));
     const RowRange rr = split_rows(node->n_rows(), k.ith, k.nth);
     for (int64_t r = rr.begin; r < rr.end; ++r) {
         const int64_t h = r % H, t = (r / H) % T, b = r / (H * T);
@@ -39,17 +57,18 @@ void kernel_attention_f16(const KernelCtx & k, Tensor * node) {
         std::fill(acc, acc + D, uint16_t{0});
         float m = -std::numeric_limits<float>::infinity(), sum = 0.0f;
         const int64_t n_keys = causal ? S - T + t + 1 : S;
+        hk.dot_f16_rows(q16, at<uint16_t>(kk, 0, h / rep, 0, b), k_stride, n_keys, D, scale, scores);
         for (int64_t j = 0; j < n_keys; ++j) {
-            const float s = dot_f16(at<uint16_t>(kk, 0, h / rep, j, b), q16, D) * scale;
+            const float s = scores[j];
             float ms = 1.0f, vs = 1.0f;
             if (s > m) {
                 ms = std::exp(m - s);
                 m = s;
-                scale_f16(acc, ms, D);
+                hk.scale_f16(acc, ms, D);
             } else {
                 vs = std::exp(s - m);
             }
-            mad_f16(acc, at<uint16_t>(v, 0, h / rep, j, b), vs, D);
+            hk.mad_f16(acc, at<uint16_t>(v, 0, h / rep, j, b), vs, D);
             sum = sum * ms + vs;
         }
         const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
@@ -59,7 +78,7 @@ void kernel_attention_f16(const KernelCtx & k, Tensor * node) {
 }
 
 size_t scratch_attention_f16(const Tensor * node, int nth) {
-    return static_cast<size_t>(nth) * 2 * static_cast<size_t>(node->src[0]->ne[0]) * sizeof(uint16_t);
+    return static_cast<size_t>(nth) * scratch_per_thread(node->src[0]->ne[0], node->src[1]->ne[2]);
 }
 
 }  // namespace toyllm::cpu

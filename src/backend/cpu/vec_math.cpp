@@ -37,6 +37,10 @@ float dot_f16_scalar(const uint16_t * a, const uint16_t * b, int64_t n) {
     return static_cast<float>(sum);
 }
 
+void dot_f16_rows_scalar(const uint16_t * a, const uint16_t * rows, int64_t stride, int64_t n_rows, int64_t n, float scale, float * out) {
+    for (int64_t j = 0; j < n_rows; ++j) out[j] = dot_f16_scalar(a, rows + j * stride, n) * scale;
+}
+
 void mad_f16_scalar(uint16_t * y, const uint16_t * x, float v, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(std::fma(fp16_to_fp32(x[i]), v, fp16_to_fp32(y[i])));
 }
@@ -45,7 +49,7 @@ void scale_f16_scalar(uint16_t * y, float v, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(fp16_to_fp32(y[i]) * v);
 }
 
-const kernels::HalfKernels kScalarHalf = {dot_f16_scalar, mad_f16_scalar, scale_f16_scalar};
+const kernels::HalfKernels kScalarHalf = {dot_f16_scalar, dot_f16_rows_scalar, mad_f16_scalar, scale_f16_scalar};
 
 const kernels::MathKernels & math_for(SimdLevel level) {
 #if defined(TOYLLM_X86)
@@ -80,10 +84,16 @@ void silu_mul(const float * g, const float * u, float * y, int64_t n) { math_for
 
 void silu_back(const float * x, const float * dy, float * y, int64_t n) { math_for(cpu_features().level).silu_back(x, dy, y, n); }
 
-float dot_f16(const uint16_t * a, const uint16_t * b, int64_t n) { return half_for(cpu_features().level).dot_f16(a, b, n); }
+const kernels::HalfKernels & half_kernels() { return half_for(cpu_features().level); }
 
-void mad_f16(uint16_t * y, const uint16_t * x, float v, int64_t n) { half_for(cpu_features().level).mad_f16(y, x, v, n); }
+float dot_f16(const uint16_t * a, const uint16_t * b, int64_t n) { return half_kernels().dot_f16(a, b, n); }
 
-void scale_f16(uint16_t * y, float v, int64_t n) { half_for(cpu_features().level).scale_f16(y, v, n); }
+void dot_f16_rows(const uint16_t * a, const uint16_t * rows, int64_t stride, int64_t n_rows, int64_t n, float scale, float * out) {
+    half_kernels().dot_f16_rows(a, rows, stride, n_rows, n, scale, out);
+}
+
+void mad_f16(uint16_t * y, const uint16_t * x, float v, int64_t n) { half_kernels().mad_f16(y, x, v, n); }
+
+void scale_f16(uint16_t * y, float v, int64_t n) { half_kernels().scale_f16(y, v, n); }
 
 }  // namespace toyllm::cpu

@@ -136,6 +136,10 @@ float dot_f16(const uint16_t * a, const uint16_t * b, int64_t n) {
     return static_cast<float>(hsum(_mm256_add_pd(lo, hi)));
 }
 
+void dot_f16_rows(const uint16_t * a, const uint16_t * rows, int64_t stride, int64_t n_rows, int64_t n, float scale, float * out) {
+    for (int64_t j = 0; j < n_rows; ++j) out[j] = dot_f16(a, rows + j * stride, n) * scale;
+}
+
 void mad_f16(uint16_t * y, const uint16_t * x, float v, int64_t n) {
     const __m256 vv = _mm256_set1_ps(v);
     for (int64_t i = 0; i < n; i += 8) {
@@ -155,6 +159,6 @@ void scale_f16(uint16_t * y, float v, int64_t n) {
 }  // namespace
 
 extern const MathKernels kAvx2Math = {exp_shifted_sum, silu_mul, silu_back};
-extern const HalfKernels kAvx2Half = {dot_f16, mad_f16, scale_f16};
+extern const HalfKernels kAvx2Half = {dot_f16, dot_f16_rows, mad_f16, scale_f16};
 
 }  // namespace toyllm::cpu::kernels

@@ -96,6 +96,10 @@ float dot_f16(const uint16_t * a, const uint16_t * b, int64_t n) {
     return static_cast<float>(_mm512_reduce_add_pd(_mm512_add_pd(lo, hi)));
 }
 
+void dot_f16_rows(const uint16_t * a, const uint16_t * rows, int64_t stride, int64_t n_rows, int64_t n, float scale, float * out) {
+    for (int64_t j = 0; j < n_rows; ++j) out[j] = dot_f16(a, rows + j * stride, n) * scale;
+}
+
 void mad_f16(uint16_t * y, const uint16_t * x, float v, int64_t n) {
     const __m512 vv = _mm512_set1_ps(v);
     for (int64_t i = 0; i < n; i += 16) {
@@ -115,6 +119,6 @@ void scale_f16(uint16_t * y, float v, int64_t n) {
 }  // namespace
 
 extern const MathKernels kAvx512Math = {exp_shifted_sum, silu_mul, silu_back};
-extern const HalfKernels kAvx512Half = {dot_f16, mad_f16, scale_f16};
+extern const HalfKernels kAvx512Half = {dot_f16, dot_f16_rows, mad_f16, scale_f16};
 
 }  // namespace toyllm::cpu::kernels

@@ -15,6 +15,7 @@ struct MathKernels {
 // The f16 row operations (vec_math.h's dot_f16, mad_f16, scale_f16).
 struct HalfKernels {
     float (*dot_f16)(const uint16_t * a, const uint16_t * b, int64_t n);
+    void (*dot_f16_rows)(const uint16_t * a, const uint16_t * rows, int64_t stride, int64_t n_rows, int64_t n, float scale, float * out);
     void (*mad_f16)(uint16_t * y, const uint16_t * x, float v, int64_t n);
     void (*scale_f16)(uint16_t * y, float v, int64_t n);
 };
