@@ -8,6 +8,7 @@
 #include "backend/cpu/thread_pool.h"
 #include "backend/cpu/vec_dot.h"
 #include "backend/cpu/vec_math.h"
+#include "backend/cpu/vec_math_kernels.h"
 
 #include "toyllm/error.h"
 #include "toyllm/graph.h"
@@ -678,8 +679,17 @@ TEST(VecMath, HalfRowOpsMatchExactArithmetic) {
     for (int64_t n : {1, 7, 8, 9, 16, 64, 67, 1 << 17}) {
         const auto a = halves(n), b = halves(n), y0 = halves(n);
         const float v = u(rng);
-        long double exact = 0;
-        for (int64_t i = 0; i < n; ++i) exact += static_cast<long double>(toyllm::fp16_to_fp32(a[static_cast<size_t>(i)])) * toyllm::fp16_to_fp32(b[static_cast<size_t>(i)]);
+        const auto exact_dot = [&](const std::vector<uint16_t> & c) {
+            long double sum = 0;
+            for (size_t i = 0; i < a.size(); ++i) sum += static_cast<long double>(toyllm::fp16_to_fp32(a[i])) * toyllm::fp16_to_fp32(c[i]);
+            return static_cast<float>(sum);
+        };
+        // a against the rows b, y0 and a, n + 3 halves apart.
+        const float exact[3] = {exact_dot(b), exact_dot(y0), exact_dot(a)};
+        std::vector<uint16_t> rows(static_cast<size_t>(3 * (n + 3)));
+        std::copy(b.begin(), b.end(), rows.begin());
+        std::copy(y0.begin(), y0.end(), rows.begin() + n + 3);
+        std::copy(a.begin(), a.end(), rows.begin() + 2 * (n + 3));
         std::vector<uint16_t> want_mad(y0), want_scale(y0);
         for (size_t i = 0; i < y0.size(); ++i) {
             want_mad[i] = toyllm::fp32_to_fp16(std::fma(toyllm::fp16_to_fp32(a[i]), v, toyllm::fp16_to_fp32(y0[i])));
@@ -687,26 +697,20 @@ TEST(VecMath, HalfRowOpsMatchExactArithmetic) {
         }
         for_each_level([&](SimdLevel) {
             SCOPED_TRACE("n " + std::to_string(n));
+            const toyllm::cpu::kernels::HalfKernels & hk = toyllm::cpu::half_kernels();
             if (n < 1000) {
-                EXPECT_EQ(toyllm::cpu::dot_f16(a.data(), b.data(), n), static_cast<float>(exact));
-                // Rows of b at a stride of n + 3 halves (three rows from b, y0, a), scaled.
-                std::vector<uint16_t> rows(static_cast<size_t>(3 * (n + 3)));
-                for (int64_t i = 0; i < n; ++i) {
-                    rows[static_cast<size_t>(i)] = b[static_cast<size_t>(i)];
-                    rows[static_cast<size_t>(n + 3 + i)] = y0[static_cast<size_t>(i)];
-                    rows[static_cast<size_t>(2 * (n + 3) + i)] = a[static_cast<size_t>(i)];
-                }
+                float one;
+                hk.dot_f16_rows(a.data(), b.data(), n, 1, n, 1.0f, &one);
+                EXPECT_EQ(one, exact[0]);
                 float out[3];
-                toyllm::cpu::dot_f16_rows(a.data(), rows.data(), n + 3, 3, n, 0.3f, out);
-                EXPECT_EQ(out[0], toyllm::cpu::dot_f16(a.data(), b.data(), n) * 0.3f);
-                EXPECT_EQ(out[1], toyllm::cpu::dot_f16(a.data(), y0.data(), n) * 0.3f);
-                EXPECT_EQ(out[2], toyllm::cpu::dot_f16(a.data(), a.data(), n) * 0.3f);
+                hk.dot_f16_rows(a.data(), rows.data(), n + 3, 3, n, 0.3f, out);
+                for (int j = 0; j < 3; ++j) EXPECT_EQ(out[j], exact[j] * 0.3f) << "row " << j;
             }
             std::vector<uint16_t> y = y0;
-            toyllm::cpu::mad_f16(y.data(), a.data(), v, n);
+            hk.mad_f16(y.data(), a.data(), v, n);
             EXPECT_EQ(y, want_mad);
             y = y0;
-            toyllm::cpu::scale_f16(y.data(), v, n);
+            hk.scale_f16(y.data(), v, n);
             EXPECT_EQ(y, want_scale);
         });
     }

@@ -31,14 +31,14 @@ void silu_back_scalar(const float * x, const float * dy, float * y, int64_t n) {
 
 const kernels::MathKernels kScalarMath = {exp_shifted_sum_scalar, silu_mul_scalar, silu_back_scalar};
 
-float dot_f16_scalar(const uint16_t * a, const uint16_t * b, int64_t n) {
+float dot_halves_scalar(const uint16_t * a, const uint16_t * b, int64_t n) {
     double sum = 0.0;
     for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(fp16_to_fp32(a[i]) * fp16_to_fp32(b[i]));
     return static_cast<float>(sum);
 }
 
 void dot_f16_rows_scalar(const uint16_t * a, const uint16_t * rows, int64_t stride, int64_t n_rows, int64_t n, float scale, float * out) {
-    for (int64_t j = 0; j < n_rows; ++j) out[j] = dot_f16_scalar(a, rows + j * stride, n) * scale;
+    for (int64_t j = 0; j < n_rows; ++j) out[j] = dot_halves_scalar(a, rows + j * stride, n) * scale;
 }
 
 void mad_f16_scalar(uint16_t * y, const uint16_t * x, float v, int64_t n) {
@@ -49,7 +49,7 @@ void scale_f16_scalar(uint16_t * y, float v, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(fp16_to_fp32(y[i]) * v);
 }
 
-const kernels::HalfKernels kScalarHalf = {dot_f16_scalar, dot_f16_rows_scalar, mad_f16_scalar, scale_f16_scalar};
+const kernels::HalfKernels kScalarHalf = {dot_f16_rows_scalar, mad_f16_scalar, scale_f16_scalar};
 
 const kernels::MathKernels & math_for(SimdLevel level) {
 #if defined(TOYLLM_X86)
@@ -85,15 +85,5 @@ void silu_mul(const float * g, const float * u, float * y, int64_t n) { math_for
 void silu_back(const float * x, const float * dy, float * y, int64_t n) { math_for(cpu_features().level).silu_back(x, dy, y, n); }
 
 const kernels::HalfKernels & half_kernels() { return half_for(cpu_features().level); }
-
-float dot_f16(const uint16_t * a, const uint16_t * b, int64_t n) { return half_kernels().dot_f16(a, b, n); }
-
-void dot_f16_rows(const uint16_t * a, const uint16_t * rows, int64_t stride, int64_t n_rows, int64_t n, float scale, float * out) {
-    half_kernels().dot_f16_rows(a, rows, stride, n_rows, n, scale, out);
-}
-
-void mad_f16(uint16_t * y, const uint16_t * x, float v, int64_t n) { half_kernels().mad_f16(y, x, v, n); }
-
-void scale_f16(uint16_t * y, float v, int64_t n) { half_kernels().scale_f16(y, v, n); }
 
 }  // namespace toyllm::cpu

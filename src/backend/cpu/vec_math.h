@@ -22,19 +22,9 @@ void silu_mul(const float * g, const float * u, float * y, int64_t n);
 // y[i] = dy[i] * silu'(x[i]) = dy s (1 + x (1 - s)) with s = 1 / (1 + exp(-x)).
 void silu_back(const float * x, const float * dy, float * y, int64_t n);
 
-// Half-precision rows (IEEE f16 bits), the arithmetic of ggml's f16 vector ops:
-// dot_f16 sums the products of halves (each exact in float) in double and rounds once;
-// mad_f16 sets y[i] = half(fma(x[i], v, y[i])); scale_f16 sets y[i] = half(y[i] * v).
-// Every level gives the same bits (the sum of products is exact unless their magnitudes
-// span more than about 2^29).
-float dot_f16(const uint16_t * a, const uint16_t * b, int64_t n);
-// out[j] = dot_f16(a, rows + j * stride, n) * scale for j < n_rows (stride in halves).
-void dot_f16_rows(const uint16_t * a, const uint16_t * rows, int64_t stride, int64_t n_rows, int64_t n, float scale, float * out);
-void mad_f16(uint16_t * y, const uint16_t * x, float v, int64_t n);
-void scale_f16(uint16_t * y, float v, int64_t n);
-
 namespace kernels { struct HalfKernels; }
-// The level's f16 row operations, for loops that call them many times (no dispatch per call).
+// The f16 row operations of the current level (vec_math_kernels.h), fetched once by a
+// kernel that calls them per key rather than dispatched on every call.
 const kernels::HalfKernels & half_kernels();
 
 }  // namespace toyllm::cpu

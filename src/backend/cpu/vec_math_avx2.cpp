@@ -127,7 +127,7 @@ void store_half(uint16_t * p, __m256 v, int64_t n = 8) {
     for (int64_t j = 0; j < n; ++j) p[j] = buf[j];
 }
 
-float dot_f16(const uint16_t * a, const uint16_t * b, int64_t n) {
+float dot_halves(const uint16_t * a, const uint16_t * b, int64_t n) {
     __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
     for (int64_t i = 0; i < n; i += 8) {
         const int64_t m = n - i;
@@ -137,7 +137,7 @@ float dot_f16(const uint16_t * a, const uint16_t * b, int64_t n) {
 }
 
 void dot_f16_rows(const uint16_t * a, const uint16_t * rows, int64_t stride, int64_t n_rows, int64_t n, float scale, float * out) {
-    for (int64_t j = 0; j < n_rows; ++j) out[j] = dot_f16(a, rows + j * stride, n) * scale;
+    for (int64_t j = 0; j < n_rows; ++j) out[j] = dot_halves(a, rows + j * stride, n) * scale;
 }
 
 void mad_f16(uint16_t * y, const uint16_t * x, float v, int64_t n) {
@@ -159,6 +159,6 @@ void scale_f16(uint16_t * y, float v, int64_t n) {
 }  // namespace
 
 extern const MathKernels kAvx2Math = {exp_shifted_sum, silu_mul, silu_back};
-extern const HalfKernels kAvx2Half = {dot_f16, dot_f16_rows, mad_f16, scale_f16};
+extern const HalfKernels kAvx2Half = {dot_f16_rows, mad_f16, scale_f16};
 
 }  // namespace toyllm::cpu::kernels

@@ -87,7 +87,7 @@ void store_half(uint16_t * p, __m512 v, __mmask16 k) {
     _mm256_mask_storeu_epi16(p, k, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
-float dot_f16(const uint16_t * a, const uint16_t * b, int64_t n) {
+float dot_halves(const uint16_t * a, const uint16_t * b, int64_t n) {
     __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : tail_mask(n - i);
@@ -97,7 +97,7 @@ float dot_f16(const uint16_t * a, const uint16_t * b, int64_t n) {
 }
 
 void dot_f16_rows(const uint16_t * a, const uint16_t * rows, int64_t stride, int64_t n_rows, int64_t n, float scale, float * out) {
-    for (int64_t j = 0; j < n_rows; ++j) out[j] = dot_f16(a, rows + j * stride, n) * scale;
+    for (int64_t j = 0; j < n_rows; ++j) out[j] = dot_halves(a, rows + j * stride, n) * scale;
 }
 
 void mad_f16(uint16_t * y, const uint16_t * x, float v, int64_t n) {
@@ -119,6 +119,6 @@ void scale_f16(uint16_t * y, float v, int64_t n) {
 }  // namespace
 
 extern const MathKernels kAvx512Math = {exp_shifted_sum, silu_mul, silu_back};
-extern const HalfKernels kAvx512Half = {dot_f16, dot_f16_rows, mad_f16, scale_f16};
+extern const HalfKernels kAvx512Half = {dot_f16_rows, mad_f16, scale_f16};
 
 }  // namespace toyllm::cpu::kernels

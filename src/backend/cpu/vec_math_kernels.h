@@ -12,12 +12,15 @@ struct MathKernels {
     void (*silu_back)(const float * x, const float * dy, float * y, int64_t n);
 };
 
-// The f16 row operations (vec_math.h's dot_f16, mad_f16, scale_f16).
+// Operations on rows of halves (IEEE f16 bits) with the arithmetic of ggml's f16 vector
+// ops; every level gives the same bits. vec_math.h's half_kernels() picks the level.
 struct HalfKernels {
-    float (*dot_f16)(const uint16_t * a, const uint16_t * b, int64_t n);
+    // out[j] = dot(a, rows + j * stride) * scale for j < n_rows (stride in halves), each
+    // dot the sum of the products of halves (exact in float) in double, rounded once:
+    // exact unless the products' magnitudes span more than about 2^29.
     void (*dot_f16_rows)(const uint16_t * a, const uint16_t * rows, int64_t stride, int64_t n_rows, int64_t n, float scale, float * out);
-    void (*mad_f16)(uint16_t * y, const uint16_t * x, float v, int64_t n);
-    void (*scale_f16)(uint16_t * y, float v, int64_t n);
+    void (*mad_f16)(uint16_t * y, const uint16_t * x, float v, int64_t n);  // y[i] = half(fma(x[i], v, y[i]))
+    void (*scale_f16)(uint16_t * y, float v, int64_t n);                    // y[i] = half(y[i] * v)
 };
 
 extern const HalfKernels kAvx2Half;    // vec_math_avx2.cpp
