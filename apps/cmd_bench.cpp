@@ -3,13 +3,14 @@
 #include "commands.h"
 #include "common.h"
 
+#include "toyllm/memory_bandwidth.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <random>
-#include <thread>
 
 namespace toyllm::cli {
 
@@ -18,29 +19,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-// STREAM-like triad a = b + s * c over 3 x 128 MiB with n threads; best of 3, in GB/s
-// (12 bytes moved per element: two reads and one write, as STREAM counts them).
-double triad_gbps(int n_threads) {
-    const size_t n = (128u << 20) / sizeof(float);
-    std::vector<float> a(n), b(n, 1.0f), c(n, 2.0f);
-    double best = 0.0;
-    for (int rep = 0; rep < 4; ++rep) {
-        const auto t0 = Clock::now();
-        std::vector<std::thread> ts;
-        for (int t = 0; t < n_threads; ++t) {
-            ts.emplace_back([&, t] {
-                const size_t lo = n * static_cast<size_t>(t) / static_cast<size_t>(n_threads);
-                const size_t hi = n * static_cast<size_t>(t + 1) / static_cast<size_t>(n_threads);
-                for (size_t i = lo; i < hi; ++i) a[i] = b[i] + 3.0f * c[i];
-            });
-        }
-        for (auto & th : ts) th.join();
-        const double s = seconds_since(t0);
-        if (rep > 0) best = std::max(best, 12.0 * static_cast<double>(n) / s / 1e9);  // rep 0 faults pages in
-    }
-    return best;
-}
 
 // Bytes of weights one decoded token reads: every matrix once, one embedding row.
 double bytes_per_token(const Model & m) {

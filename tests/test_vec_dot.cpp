@@ -662,6 +662,28 @@ TEST(VecMath, SiluFamilyMatchesDouble) {
     });
 }
 
+// The benchmarks' triad at every level and tail length: a single rounding of s * c + b,
+// bit for bit (a multiply, then an add, differs in about one value in four here).
+TEST(VecMath, TriadIsOneFusedMultiplyAdd) {
+    std::mt19937 rng(43);
+    std::uniform_real_distribution<float> u(-3.0f, 3.0f);
+    for (int64_t n : {0, 1, 7, 8, 9, 15, 16, 17, 1000}) {
+        std::vector<float> b(static_cast<size_t>(n)), c(b.size()), want(b.size());
+        for (size_t i = 0; i < b.size(); ++i) {
+            b[i] = u(rng);
+            c[i] = u(rng);
+            want[i] = std::fma(0.7f, c[i], b[i]);
+        }
+        for_each_level([&](SimdLevel) {
+            SCOPED_TRACE("n " + std::to_string(n));
+            std::vector<float> a(b.size() + 1, -1.0f);
+            toyllm::cpu::triad(a.data(), b.data(), c.data(), 0.7f, n);
+            EXPECT_EQ(std::vector<float>(a.begin(), a.begin() + n), want);
+            EXPECT_EQ(a.back(), -1.0f);  // nothing written past n
+        });
+    }
+}
+
 // The f16 row operations at every level and tail length: the dot product (also over rows
 // at a stride, scaled) is the exact sum of the products of halves rounded once to float
 // (halves in [-2, 2] keep it exact in double); mad and scale round fma(x, v, y) and

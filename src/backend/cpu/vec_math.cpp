@@ -29,7 +29,11 @@ void silu_back_scalar(const float * x, const float * dy, float * y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = silu_grad_value(x[i], dy[i]);
 }
 
-const kernels::MathKernels kScalarMath = {exp_shifted_sum_scalar, silu_mul_scalar, silu_back_scalar};
+void triad_scalar(float * a, const float * b, const float * c, float s, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) a[i] = std::fma(s, c[i], b[i]);
+}
+
+const kernels::MathKernels kScalarMath = {exp_shifted_sum_scalar, silu_mul_scalar, silu_back_scalar, triad_scalar};
 
 float dot_halves_scalar(const uint16_t * a, const uint16_t * b, int64_t n) {
     double sum = 0.0;
@@ -83,6 +87,8 @@ double exp_shifted_sum(float * x, int64_t n, float m) { return math_for(cpu_feat
 void silu_mul(const float * g, const float * u, float * y, int64_t n) { math_for(cpu_features().level).silu_mul(g, u, y, n); }
 
 void silu_back(const float * x, const float * dy, float * y, int64_t n) { math_for(cpu_features().level).silu_back(x, dy, y, n); }
+
+void triad(float * a, const float * b, const float * c, float s, int64_t n) { math_for(cpu_features().level).triad(a, b, c, s, n); }
 
 const kernels::HalfKernels & half_kernels() { return half_for(cpu_features().level); }
 

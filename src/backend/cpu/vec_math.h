@@ -22,6 +22,10 @@ void silu_mul(const float * g, const float * u, float * y, int64_t n);
 // y[i] = dy[i] * silu'(x[i]) = dy s (1 + x (1 - s)) with s = 1 / (1 + exp(-x)).
 void silu_back(const float * x, const float * dy, float * y, int64_t n);
 
+// a[i] = fma(s, c[i], b[i]): the STREAM triad that the benchmarks measure memory bandwidth
+// with, in the widest stores the level has (the same bits at every level).
+void triad(float * a, const float * b, const float * c, float s, int64_t n);
+
 namespace kernels { struct HalfKernels; }
 // The f16 row operations of the current level (vec_math_kernels.h), fetched once by a
 // kernel that calls them per key rather than dispatched on every call.

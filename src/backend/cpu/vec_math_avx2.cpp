@@ -3,6 +3,8 @@
 
 #include <immintrin.h>
 
+#include <cmath>
+
 namespace toyllm::cpu::kernels {
 
 namespace {
@@ -156,9 +158,16 @@ void scale_f16(uint16_t * y, float v, int64_t n) {
     }
 }
 
+void triad(float * a, const float * b, const float * c, float s, int64_t n) {
+    const __m256 vs = _mm256_set1_ps(s);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(a + i, _mm256_fmadd_ps(vs, _mm256_loadu_ps(c + i), _mm256_loadu_ps(b + i)));
+    for (; i < n; ++i) a[i] = std::fma(s, c[i], b[i]);
+}
+
 }  // namespace
 
-extern const MathKernels kAvx2Math = {exp_shifted_sum, silu_mul, silu_back};
+extern const MathKernels kAvx2Math = {exp_shifted_sum, silu_mul, silu_back, triad};
 extern const HalfKernels kAvx2Half = {dot_f16_rows, mad_f16, scale_f16};
 
 }  // namespace toyllm::cpu::kernels

@@ -1,0 +1,36 @@
+// triad_gbps: the memory bandwidth behind `toyllm bench`'s decode bound.
+#include "toyllm/memory_bandwidth.h"
+
+#include "backend/cpu/thread_pool.h"
+#include "backend/cpu/vec_math.h"
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+
+namespace toyllm {
+
+double triad_gbps(int n_threads) {
+    constexpr int64_t n = (int64_t{128} << 20) / sizeof(float);
+    const std::unique_ptr<float[]> a(new float[n]), b(new float[n]), c(new float[n]);
+    cpu::ThreadPool pool(n_threads);
+    pool.run([&](int ith, int nth) {
+        const cpu::RowRange r = cpu::split_rows(n, ith, nth);
+        std::fill(a.get() + r.begin, a.get() + r.end, 0.0f);
+        std::fill(b.get() + r.begin, b.get() + r.end, 1.0f);
+        std::fill(c.get() + r.begin, c.get() + r.end, 2.0f);
+    });
+    double best = 0.0;
+    for (int rep = 0; rep < 4; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        pool.run([&](int ith, int nth) {
+            const cpu::RowRange r = cpu::split_rows(n, ith, nth);
+            cpu::triad(a.get() + r.begin, b.get() + r.begin, c.get() + r.begin, 3.0f, r.end - r.begin);
+        });
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (rep > 0) best = std::max(best, 12.0 * static_cast<double>(n) / s / 1e9);
+    }
+    return best;
+}
+
+}  // namespace toyllm
