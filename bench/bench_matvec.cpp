@@ -5,7 +5,7 @@
 //   triad/tN    STREAM triad a[i] = b[i] + s * c[i] on float arrays of 256 MiB each,
 //               counted as STREAM does: 12 bytes per element (two reads, one write),
 //               through vec_math's triad, in the widest stores the CPU has (16-byte
-//               stores also read each line before writing it, and the triad read
+//               stores probably read each line before writing it: the triad read
 //               about 30% less here).
 //   read/tN     a read-only sum over 768 MiB with software prefetch, 8 bytes per
 //               element: the ceiling for matvec, which only reads.

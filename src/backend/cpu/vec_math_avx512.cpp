@@ -119,7 +119,8 @@ void scale_f16(uint16_t * y, float v, int64_t n) {
 }
 
 // Wide stores: with 16-byte stores (SSE2, the baseline build) this VM's triad read 42-46 GB/s
-// against 58-63 with 32- or 64-byte stores (the narrow ones read each line before writing it).
+// against 58-63 with 32- or 64-byte stores (probably because the narrow ones read each
+// line before writing it: 16 / 12 bytes per element is about that ratio).
 void triad(float * a, const float * b, const float * c, float s, int64_t n) {
     const __m512 vs = _mm512_set1_ps(s);
     int64_t i = 0;
