@@ -55,8 +55,9 @@ int cmd_bench(const std::vector<std::string> & argv) {
     Args args("toyllm bench -m FILE.gguf [-p 128] [-n 64] [-r 3] [--threads N] [--json]",
               "Measures prefill (pp: P prompt tokens in one batch) and decode (tg: N tokens one at a\n"
               "time) in tokens/s, as llama-bench does, on random token ids. Also prints the decode\n"
-              "bound: this machine's memory bandwidth (a STREAM-like triad) divided by the bytes of\n"
-              "weights read per token.",
+              "bound: this machine's memory bandwidth (a STREAM-like triad in the CPU's widest\n"
+              "stores, best of 3 passes, measured after the runs) divided by the bytes of weights\n"
+              "read per token.",
               with_common_options({
                   {"-m", "FILE", "model GGUF file"},
                   {"-p", "P", "prompt tokens for pp (default 128; 0 skips)"},
