@@ -211,8 +211,8 @@ __m512i load64(const void * p) { return _mm512_loadu_si512(p); }
 // the values, GCC spilled them to the stack instead). Without it the compiler frees
 // registers it thinks it can reload, and folds the load of a weight line into each of its
 // two or three users (vpermt2w memory operands): every extra read of a line still on its
-// way from DRAM waits for it again. Q4_0 from DRAM, 2048 x 2048, alternating binaries: 1 thread 19-22 ->
-// 27-35 GB/s, 2 threads 33-41 -> 40-62 GB/s.
+// way from DRAM waits for it again. Q4_0 from DRAM, 2048 x 2048, alternating binaries:
+// 1 thread 19-22 -> 27-35 GB/s, 2 threads 33-41 -> 40-62 GB/s.
 void keep_in_register(__m512i & v) { asm("" : "+v"(v)); }
 __m512i load_words(const uint16_t * p) { return _mm512_load_si512(p); }
 
@@ -1010,19 +1010,7 @@ void tile_bf16(const TileArgs & a) { tile_by<PlainTile<load16_bf16, tail16_bf16>
 //   bytes 0-3:   q[0..3] & 63             bytes 8-11:  q[4..7] & 63
 //   bytes 4-7:   (q[8..11] & 15) | (q[0..3] >> 6) << 4
 //   bytes 12-15: (q[8..11] >> 4) | (q[4..7] >> 6) << 4
-// The 16-byte load reads 4 bytes of the quants after the scales (same block).
-__m128i q4_k_scales_mins(const uint8_t * packed) {
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(packed));
-    const __m128i low = _mm_shuffle_epi8(q, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-    const __m128i top = _mm_shuffle_epi8(q, _mm_setr_epi8(0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 0, 0, 4, 5, 6, 7));
-    const __m128i low_shifted = _mm_mask_mov_epi8(low, 0xF000, _mm_srli_epi16(low, 4));
-    const __m128i low_bits = _mm_and_si128(low_shifted, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15));
-    const __m128i top_bits = _mm_and_si128(_mm_srli_epi16(top, 2),
-                                           _mm_setr_epi8(0, 0, 0, 0, 48, 48, 48, 48, 0, 0, 0, 0, 48, 48, 48, 48));
-    return _mm_or_si128(low_bits, top_bits);
-}
-
-// q4_k_scales_mins for four blocks, one per 128-bit lane of q.
+// for four blocks at once, one per 128-bit lane of q.
 __m512i q4_k_scales_mins_x4(__m512i q) {
     const __m512i low = _mm512_shuffle_epi8(q, _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11)));
     const __m512i top = _mm512_shuffle_epi8(q, _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 0, 0, 4, 5, 6, 7)));
@@ -1032,6 +1020,12 @@ __m512i q4_k_scales_mins_x4(__m512i q) {
     const __m512i top_bits = _mm512_and_si512(_mm512_srli_epi16(top, 2),
                                               _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 48, 48, 48, 48, 0, 0, 0, 0, 48, 48, 48, 48)));
     return _mm512_or_si512(low_bits, top_bits);
+}
+
+// One block's: the 16-byte load reads 4 bytes of the quants after the scales (same block).
+__m128i q4_k_scales_mins(const uint8_t * packed) {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(packed));
+    return _mm512_castsi512_si128(q4_k_scales_mins_x4(_mm512_castsi128_si512(q)));
 }
 
 // pshufb control putting int16 word i in 128-bit lanes 0-1 and word i+1 in lanes 2-3.
