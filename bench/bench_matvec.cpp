@@ -8,7 +8,8 @@
 //               stores probably read each line before writing it: the triad read
 //               about 30% less here).
 //   read/tN     a read-only sum over 768 MiB with software prefetch, 8 bytes per
-//               element: the ceiling for matvec, which only reads.
+//               element: a reference for matvec, which only reads, though not a
+//               ceiling (the q4_0 and q6_k matvecs read more than it on the dev VM).
 //   matvec/<type>/<rows>x<cols>/tN
 //               y = W x with W in <type>, activation conversion (from_float) included,
 //               rows split with split_rows over a ThreadPool of N threads. Many copies
