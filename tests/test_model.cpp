@@ -122,22 +122,39 @@ TEST(Model, F32WithF16CacheTracksLlamaCpp) {
     EXPECT_EQ(r.n_disagree, 0);
 }
 
-// With the f16 cache each query row attends on its own: a prompt's logits are the same bits
-// fed at once, in chunks of 3 or token by token, and with 1 or 2 threads.
+// A prompt's logits are the same bits fed at once, in chunks of 3 or token by token (one
+// query per head: decode's own attention path), and with 1 or 2 threads.
+std::vector<float> expect_logits_independent_of_chunks(Model & m, DType cache_type) {
+    const std::vector<int32_t> ids = {1, 403, 407, 261, 378, 26, 263, 1117 % 512, 42, 7};
+    Session whole(m, {.n_ctx = 32, .n_threads = 2, .cache_type = cache_type});
+    const auto want = whole.eval(ids, true);
+    EXPECT_EQ(want.size(), ids.size() * static_cast<size_t>(m.config().n_vocab));
+    for (const auto & [n_batch, n_threads] : {std::pair{3, 2}, std::pair{1, 1}, std::pair{1, 2}, std::pair{256, 1}}) {
+        Session s(m, {.n_ctx = 32, .n_batch = n_batch, .n_threads = n_threads, .cache_type = cache_type});
+        const auto got = s.eval(ids, true);
+        EXPECT_EQ(got.size(), want.size());
+        if (got.size() != want.size()) break;
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
+            << dtype_name(cache_type) << " cache, n_batch " << n_batch << ", threads " << n_threads;
+    }
+    return want;
+}
+
+// The f32 cache: gemm's order per output element does not depend on how many query rows
+// (heads or positions) go through it at once, and masked scores are exact zeros.
+TEST(Model, F32CacheLogitsDoNotDependOnChunksOrThreads) {
+    TOYLLM_REQUIRE_SHARED(path, "models/stories260K/stories260K-q8_0.gguf");
+    auto m = Model::load(path.string());
+    expect_logits_independent_of_chunks(*m, DType::F32);
+}
+
+// With the f16 cache each query row attends on its own.
 TEST(Model, F16CacheLogitsDoNotDependOnChunksOrThreads) {
     TOYLLM_REQUIRE_SHARED(path, "models/stories260K/stories260K-q8_0.gguf");
     auto m = Model::load(path.string());
     const std::vector<int32_t> ids = {1, 403, 407, 261, 378, 26, 263, 1117 % 512, 42, 7};
     const int64_t V = m->config().n_vocab;
-    Session whole(*m, {.n_ctx = 32, .n_threads = 2, .cache_type = DType::F16});
-    const auto want = whole.eval(ids, true);
-    ASSERT_EQ(want.size(), ids.size() * static_cast<size_t>(V));
-    for (const auto & [n_batch, n_threads] : {std::pair{3, 2}, std::pair{1, 1}, std::pair{256, 1}}) {
-        Session s(*m, {.n_ctx = 32, .n_batch = n_batch, .n_threads = n_threads, .cache_type = DType::F16});
-        const auto got = s.eval(ids, true);
-        ASSERT_EQ(got.size(), want.size());
-        EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0) << "n_batch " << n_batch << ", threads " << n_threads;
-    }
+    const auto want = expect_logits_independent_of_chunks(*m, DType::F16);
     // The f16 cache changes the numbers a little, not the model: same argmax at every position.
     Session f32(*m, {.n_ctx = 32, .n_threads = 2});
     const auto ref = f32.eval(ids, true);

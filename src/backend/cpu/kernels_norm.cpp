@@ -8,10 +8,19 @@ namespace toyllm::cpu {
 
 namespace {
 
-// 1 / sqrt(mean(x^2) + eps), the sum in double as ggml does.
+// 1 / sqrt(mean(x^2) + eps), the squares summed in double as ggml does, in eight
+// interleaved partial sums: one chain of dependent double additions took ~4 cycles per
+// value (about 2 us for a 2048-wide decode row, 45 rows per b1b token).
 float inv_rms(const float * x, int64_t n, float eps) {
+    constexpr int kParts = 8;
+    double part[kParts] = {};
+    int64_t i = 0;
+    for (; i + kParts <= n; i += kParts) {
+        for (int j = 0; j < kParts; ++j) part[j] += static_cast<double>(x[i + j] * x[i + j]);
+    }
     double s = 0.0;
-    for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i] * x[i]);
+    for (const double p : part) s += p;
+    for (; i < n; ++i) s += static_cast<double>(x[i] * x[i]);
     return 1.0f / std::sqrt(static_cast<float>(s / static_cast<double>(n)) + eps);
 }
 

@@ -5,6 +5,7 @@
 #include "backend/cpu/thread_pool.h"
 
 #include <cmath>
+#include <vector>
 
 namespace toyllm::cpu {
 
@@ -20,23 +21,34 @@ void kernel_rope(const KernelCtx & k, Tensor * node) {
     const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(n_rot));
     const int64_t head_dim = node->ne[0];
     const int64_t half = n_rot / 2;
+    // The heads of one position (consecutive rows) share their angles: cos and sin are
+    // computed once per position, not once per head (decode: 36 heads, one position).
+    thread_local std::vector<float> cos_sin;
+    cos_sin.resize(static_cast<size_t>(2 * half));
+    int64_t angles_of = -1;  // the position cos_sin holds
     const RowRange rr = split_rows(node->n_rows(), k.ith, k.nth);
     for (int64_t r = rr.begin; r < rr.end; ++r) {
         const int64_t t = (r / node->ne[1]) % node->ne[2];
+        if (t != angles_of) {
+            float theta = static_cast<float>(*at<int32_t>(positions, t, 0, 0, 0));
+            for (int64_t i = 0; i < half; ++i) {
+                const float ff = factors ? factors->data_as<float>()[i] : 1.0f;
+                const float angle = freq_scale * (theta / ff);
+                cos_sin[static_cast<size_t>(2 * i)] = std::cos(angle);
+                cos_sin[static_cast<size_t>(2 * i + 1)] = std::sin(angle) * sin_sign;
+                theta *= theta_scale;
+            }
+            angles_of = t;
+        }
         const float * src = row<float>(x, r);
         float * dst = row<float>(node, r);
-        float theta = static_cast<float>(*at<int32_t>(positions, t, 0, 0, 0));
         for (int64_t i = 0; i < half; ++i) {
-            const float ff = factors ? factors->data_as<float>()[i] : 1.0f;
-            const float angle = freq_scale * (theta / ff);
-            const float c = std::cos(angle);
-            const float s = std::sin(angle) * sin_sign;
+            const float c = cos_sin[static_cast<size_t>(2 * i)], s = cos_sin[static_cast<size_t>(2 * i + 1)];
             const int64_t ia = neox ? i : 2 * i;
             const int64_t ib = neox ? i + half : 2 * i + 1;
             const float a = src[ia], b = src[ib];
             dst[ia] = std::fma(a, c, -(b * s));
             dst[ib] = std::fma(a, s, b * c);
-            theta *= theta_scale;
         }
         for (int64_t i = n_rot; i < head_dim; ++i) dst[i] = src[i];
     }

@@ -19,10 +19,11 @@ namespace toyllm::cpu {
 
 namespace {
 
-// How long a thread polls before it sleeps: long enough to bridge the gaps between the
-// matmuls of a decode step (norms, RoPE, small attention), short enough not to burn a
-// core for long when the engine is idle.
-constexpr auto kSpinTime = std::chrono::microseconds(200);
+// How long a thread polls before it sleeps: long enough to bridge the gap between two
+// decode steps (the host builds and plans the next token's graph: 150-220 us for b1b;
+// with 200 us here the first node of a step waited 60-80 us for a sleeping worker, 20
+// with 1 ms), short enough not to burn a core for long when the engine is idle.
+constexpr auto kSpinTime = std::chrono::microseconds(1000);
 // After this much polling the thread also yields its core at each clock check: when
 // there are more runnable threads than cores (a busy machine), the thread we wait for
 // may be queued behind us on this core. On the 2-vCPU development VM under load, 200 us
