@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sys/wait.h>
@@ -117,6 +118,30 @@ TEST(CliBench, ReportsSpeedAndTheBound) {
     // Q8_0 matrices of stories260K: 34 bytes per 32 weights, plus the f32 ffn_down and norms.
     EXPECT_GT(j["bytes_per_token"].get<double>(), 2e5);
     EXPECT_LT(j["bytes_per_token"].get<double>(), 5e5);
+}
+
+// TOYLLM_PROFILE=1: the time per op on stderr, weight products apart by the weight's
+// type and shape (rows x columns), with the rate their bytes were read at.
+TEST(CliBench, ProfileSplitsMatmulsByWeightShape) {
+    TOYLLM_REQUIRE_SHARED(model, "models/stories260K/stories260K-q8_0.gguf");
+    ::setenv("TOYLLM_PROFILE", "1", 1);
+    const CliRun r = run_toyllm("bench -m " + model.string() + " -p 4 -n 4 -r 1 --threads 1");
+    ::unsetenv("TOYLLM_PROFILE");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.err.find("cpu backend profile (1 threads)"), std::string::npos) << r.err;
+    // stories260K: wq is 64 x 64, wk 32 x 64 (4 kv heads of 8), ffn_down (f32: 172 is no
+    // multiple of 32) 64 x 172.
+    for (const char * row : {"matmul (a q8_0 64 x 64)", "matmul (a q8_0 32 x 64)", "matmul (a f32 64 x 172)"}) {
+        const size_t at = r.err.find(row);
+        ASSERT_NE(at, std::string::npos) << row << " in:\n" << r.err;
+        const std::string line = r.err.substr(at, r.err.find('\n', at) - at);
+        EXPECT_NE(line.find("GB/s of weights"), std::string::npos) << line;
+    }
+    const size_t attn = r.err.find("  attention ");
+    ASSERT_NE(attn, std::string::npos) << r.err;
+    EXPECT_EQ(r.err.substr(attn, r.err.find('\n', attn) - attn).find("GB/s"), std::string::npos);
+    const CliRun quiet = run_toyllm("bench -m " + model.string() + " -p 4 -n 4 -r 1 --threads 1");
+    EXPECT_EQ(quiet.err.find("profile"), std::string::npos) << quiet.err;
 }
 
 // Our Q8_0 file of the f32 model holds the same tensors, bytes and types as llama.cpp's.

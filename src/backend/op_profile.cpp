@@ -16,17 +16,22 @@ bool OpProfile::requested() {
 
 void OpProfile::record(const Tensor * node, double seconds) {
     std::string key = ops::op_info(node->op).name;
+    double weight = 0.0;
     if (node->op == Op::MATMUL) {
         // The weight-gradient form multiplies two transposed views (x^T, grad^T).
         const bool b_transposed = node->src[1]->nb[0] != static_cast<int64_t>(sizeof(float));
+        const Tensor * a = node->src[0];
         key += node->params.i[0] != 0 ? " (transposed a)"
                : b_transposed         ? " (transposed b)"
-                                      : " (a " + std::string(dtype_name(node->src[0]->type)) + ")";
+                                      : " (a " + std::string(dtype_name(a->type)) + " " + std::to_string(a->ne[1]) + " x " +
+                                    std::to_string(a->ne[0]) + ")";
+        if (node->params.i[0] == 0 && !b_transposed) weight = static_cast<double>(a->n_bytes());
     }
     if (node->view_src != nullptr) key += " (in place)";
     Row & r = rows_[key];
     r.seconds += seconds;
     r.elements += node->n_elements();
+    r.weight_bytes += weight;
     ++r.calls;
 }
 
@@ -38,9 +43,11 @@ OpProfile::~OpProfile() {
     std::sort(rows.begin(), rows.end(), [](const auto & a, const auto & b) { return a.second.seconds > b.second.seconds; });
     std::fprintf(stderr, "%s: %.3f s in kernels\n", title_.c_str(), total);
     for (const auto & [k, v] : rows) {
-        std::fprintf(stderr, "  %-32s %9.3f s %5.1f%% %8ld calls %9.2f us per call %8.2f ns per output element\n", k.c_str(), v.seconds,
+        std::fprintf(stderr, "  %-36s %9.3f s %5.1f%% %8ld calls %9.2f us per call %8.2f ns per output element", k.c_str(), v.seconds,
                      100.0 * v.seconds / total, v.calls, 1e6 * v.seconds / static_cast<double>(std::max<long>(v.calls, 1)),
                      1e9 * v.seconds / static_cast<double>(std::max<int64_t>(v.elements, 1)));
+        if (v.weight_bytes > 0.0 && v.seconds > 0.0) std::fprintf(stderr, " %7.1f GB/s of weights", v.weight_bytes / v.seconds / 1e9);
+        std::fprintf(stderr, "\n");
     }
 }
 

@@ -17,13 +17,15 @@ class OpProfile {
     explicit OpProfile(std::string title) : title_(std::move(title)) {}
     ~OpProfile();
 
-    // Adds one run of `node` (matmul split by its form, in-place nodes apart).
+    // Adds one run of `node` (matmul split by its form and, for the weight-times-activation
+    // form, by the weight's shape, with the rate its bytes were read at; in-place nodes apart).
     void record(const Tensor * node, double seconds);
 
   private:
     struct Row {
         double seconds = 0.0;
         int64_t elements = 0;  // output elements computed
+        double weight_bytes = 0.0;  // matmul: bytes of a read (0: not a weight product)
         long calls = 0;
     };
     std::string title_;
