@@ -7,9 +7,12 @@
 //               through vec_math's triad, in the widest stores the CPU has (16-byte
 //               stores probably read each line before writing it: the triad read
 //               about 30% less here).
-//   read/tN     a read-only sum over 768 MiB with software prefetch, 8 bytes per
-//               element: a reference for matvec, which only reads, though not a
-//               ceiling (the q4_0 and q6_k matvecs read more than it on the dev VM).
+//   read/tN     a read-only sum over 768 MiB through vec_math's sum_words, in the
+//               widest loads the CPU has: what a matvec, which only reads, can hope
+//               for on this memory (4 KiB pages: with huge pages both it and the triad
+//               read more, as `toyllm bench`'s pass over a --no-mmap model's weights
+//               does). A sum of 8-byte words read 39 GB/s with 2 threads on the
+//               development VM where 64-byte loads read 64-71.
 //   matvec/<type>/<rows>x<cols>/tN
 //               y = W x with W in <type>, activation conversion (from_float) included,
 //               rows split with split_rows over a ThreadPool of N threads. Many copies
@@ -124,19 +127,7 @@ void bm_read(benchmark::State & state) {
     const double sec = timed_loop(state, [&] {
         tp.run([&](int ith, int nth) {
             const auto r = toyllm::cpu::split_rows(n, ith, nth);
-            // Eight independent integer sums: vectorizable, never limited by add latency.
-            uint64_t acc[8] = {};
-            int64_t i = r.begin;
-            for (; i + 8 <= r.end; i += 8) {
-                // One line per step, prefetched 8 KB ahead as the matvec kernels do: on the
-                // development VM that reads more than the hardware prefetchers alone.
-                __builtin_prefetch(&a[i] + 1024);
-                for (int l = 0; l < 8; ++l) acc[l] += a[i + l];
-            }
-            for (; i < r.end; ++i) acc[0] += a[i];
-            uint64_t t = 0;
-            for (uint64_t v : acc) t += v;
-            sums[static_cast<size_t>(ith)] = t;
+            sums[static_cast<size_t>(ith)] = toyllm::cpu::sum_words(a.get() + r.begin, r.end - r.begin);
         });
         benchmark::DoNotOptimize(sums.data());
     });

@@ -115,6 +115,7 @@ TEST(CliBench, ReportsSpeedAndTheBound) {
     EXPECT_GT(j["pp"]["tokens_per_s"].get<double>(), 0.0);
     EXPECT_GT(j["tg"]["tokens_per_s"].get<double>(), 0.0);
     EXPECT_GT(j["memory_bandwidth_gbps"].get<double>(), 0.0);
+    EXPECT_GT(j["weights_read_gbps"].get<double>(), 0.0);  // the pass over the model's own weights
     // Q8_0 matrices of stories260K: 34 bytes per 32 weights, plus the f32 ffn_down and norms.
     EXPECT_GT(j["bytes_per_token"].get<double>(), 2e5);
     EXPECT_LT(j["bytes_per_token"].get<double>(), 5e5);

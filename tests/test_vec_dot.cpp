@@ -684,6 +684,23 @@ TEST(VecMath, TriadIsOneFusedMultiplyAdd) {
     }
 }
 
+// The read-only stream's sum: every word once, wrapping, at every level and tail length.
+TEST(VecMath, SumWordsAddsEveryWordOnce) {
+    std::mt19937_64 rng(44);
+    for (int64_t n : {0, 1, 7, 15, 16, 17, 31, 32, 33, 1000}) {
+        std::vector<uint64_t> a(static_cast<size_t>(n) + 1);
+        uint64_t want = 0;
+        for (size_t i = 0; i < a.size(); ++i) {
+            a[i] = rng();  // large words: the sum wraps
+            if (i < static_cast<size_t>(n)) want += a[i];
+        }
+        for_each_level([&](SimdLevel) {
+            SCOPED_TRACE("n " + std::to_string(n));
+            EXPECT_EQ(toyllm::cpu::sum_words(a.data(), n), want);  // a[n] is not read into it
+        });
+    }
+}
+
 // The f16 row operations at every level and tail length: the dot product (also over rows
 // at a stride, scaled) is the exact sum of the products of halves rounded once to float
 // (halves in [-2, 2] keep it exact in double); mad and scale round fma(x, v, y) and

@@ -1,4 +1,5 @@
-// triad_gbps: the memory bandwidth behind `toyllm bench`'s decode bound.
+// triad_gbps: the memory bandwidth behind `toyllm bench`'s decode bound; read_gbps: what
+// a read-only stream gets.
 #include "toyllm/memory_bandwidth.h"
 
 #include "backend/cpu/thread_pool.h"
@@ -7,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <vector>
 
 namespace toyllm {
 
@@ -30,6 +32,33 @@ double triad_gbps(int n_threads) {
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (rep > 0) best = std::max(best, 12.0 * static_cast<double>(n) / s / 1e9);
     }
+    return best;
+}
+
+double read_gbps(std::span<const std::span<const uint8_t>> regions, int n_threads) {
+    double bytes = 0.0;
+    for (const auto & r : regions) bytes += static_cast<double>(r.size());
+    if (bytes == 0.0) return 0.0;
+    cpu::ThreadPool pool(n_threads);
+    std::vector<uint64_t> sums(static_cast<size_t>(n_threads));
+    double best = 0.0;
+    for (int rep = 0; rep < 4; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        pool.run([&](int ith, int nth) {
+            uint64_t s = 0;
+            for (const auto & region : regions) {
+                // Whole words only (regions start 8-byte aligned: GGUF aligns tensors to 32).
+                const auto * words = reinterpret_cast<const uint64_t *>(region.data());
+                const cpu::RowRange r = cpu::split_rows(static_cast<int64_t>(region.size() / 8), ith, nth);
+                s += cpu::sum_words(words + r.begin, r.end - r.begin);
+            }
+            sums[static_cast<size_t>(ith)] = s;
+        });
+        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (rep > 0) best = std::max(best, bytes / sec / 1e9);
+    }
+    volatile uint64_t keep = 0;  // the sums are the point of the reads
+    for (const uint64_t v : sums) keep = keep + v;
     return best;
 }
 

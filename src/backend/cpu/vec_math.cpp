@@ -33,7 +33,19 @@ void triad_scalar(float * a, const float * b, const float * c, float s, int64_t 
     for (int64_t i = 0; i < n; ++i) a[i] = std::fma(s, c[i], b[i]);
 }
 
-const kernels::MathKernels kScalarMath = {exp_shifted_sum_scalar, silu_mul_scalar, silu_back_scalar, triad_scalar};
+uint64_t sum_words_scalar(const uint64_t * a, int64_t n) {
+    uint64_t acc[8] = {};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        for (int l = 0; l < 8; ++l) acc[l] += a[i + l];
+    }
+    for (; i < n; ++i) acc[0] += a[i];
+    uint64_t s = 0;
+    for (const uint64_t v : acc) s += v;
+    return s;
+}
+
+const kernels::MathKernels kScalarMath = {exp_shifted_sum_scalar, silu_mul_scalar, silu_back_scalar, triad_scalar, sum_words_scalar};
 
 float dot_halves_scalar(const uint16_t * a, const uint16_t * b, int64_t n) {
     double sum = 0.0;
@@ -89,6 +101,8 @@ void silu_mul(const float * g, const float * u, float * y, int64_t n) { math_for
 void silu_back(const float * x, const float * dy, float * y, int64_t n) { math_for(cpu_features().level).silu_back(x, dy, y, n); }
 
 void triad(float * a, const float * b, const float * c, float s, int64_t n) { math_for(cpu_features().level).triad(a, b, c, s, n); }
+
+uint64_t sum_words(const uint64_t * a, int64_t n) { return math_for(cpu_features().level).sum_words(a, n); }
 
 const kernels::HalfKernels & half_kernels() { return half_for(cpu_features().level); }
 

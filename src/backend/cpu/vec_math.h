@@ -26,6 +26,12 @@ void silu_back(const float * x, const float * dy, float * y, int64_t n);
 // with, in the widest stores the level has (the same bits at every level).
 void triad(float * a, const float * b, const float * c, float s, int64_t n);
 
+// The sum (mod 2^64) of a[0, n), read in the widest loads the level has: the read-only
+// stream the benchmarks set beside the triad (the same sum at every level). Narrow loads
+// undersell this VM's memory: 8-byte ones read 39 GB/s with 2 threads where 64-byte ones
+// read 64-71.
+uint64_t sum_words(const uint64_t * a, int64_t n);
+
 namespace kernels { struct HalfKernels; }
 // The f16 row operations of the current level (vec_math_kernels.h), fetched once by a
 // kernel that calls them per key rather than dispatched on every call.

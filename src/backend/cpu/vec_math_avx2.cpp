@@ -165,9 +165,26 @@ void triad(float * a, const float * b, const float * c, float s, int64_t n) {
     for (; i < n; ++i) a[i] = std::fma(s, c[i], b[i]);
 }
 
+// Four 32-byte loads (two lines) per step into independent sums.
+uint64_t sum_words(const uint64_t * a, int64_t n) {
+    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        for (int l = 0; l < 4; ++l) {
+            acc[l] = _mm256_add_epi64(acc[l], _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a + i + 4 * l)));
+        }
+    }
+    alignas(32) uint64_t lanes[4];
+    _mm256_store_si256(reinterpret_cast<__m256i *>(lanes),
+                       _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3])));
+    uint64_t s = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+    for (; i < n; ++i) s += a[i];
+    return s;
+}
+
 }  // namespace
 
-extern const MathKernels kAvx2Math = {exp_shifted_sum, silu_mul, silu_back, triad};
+extern const MathKernels kAvx2Math = {exp_shifted_sum, silu_mul, silu_back, triad, sum_words};
 extern const HalfKernels kAvx2Half = {dot_f16_rows, mad_f16, scale_f16};
 
 }  // namespace toyllm::cpu::kernels

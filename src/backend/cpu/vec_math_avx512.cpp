@@ -128,9 +128,24 @@ void triad(float * a, const float * b, const float * c, float s, int64_t n) {
     for (; i < n; ++i) a[i] = std::fma(s, c[i], b[i]);
 }
 
+// Four 64-byte loads (four lines) per step into independent sums. Without software
+// prefetch: here the loop alone keeps enough lines in flight (with prefetch 8 KB ahead it
+// read 10% less).
+uint64_t sum_words(const uint64_t * a, int64_t n) {
+    __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        for (int l = 0; l < 4; ++l) acc[l] = _mm512_add_epi64(acc[l], _mm512_loadu_si512(a + i + 8 * l));
+    }
+    uint64_t s = static_cast<uint64_t>(
+        _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(acc[0], acc[1]), _mm512_add_epi64(acc[2], acc[3]))));
+    for (; i < n; ++i) s += a[i];
+    return s;
+}
+
 }  // namespace
 
-extern const MathKernels kAvx512Math = {exp_shifted_sum, silu_mul, silu_back, triad};
+extern const MathKernels kAvx512Math = {exp_shifted_sum, silu_mul, silu_back, triad, sum_words};
 extern const HalfKernels kAvx512Half = {dot_f16_rows, mad_f16, scale_f16};
 
 }  // namespace toyllm::cpu::kernels

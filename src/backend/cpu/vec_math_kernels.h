@@ -11,6 +11,7 @@ struct MathKernels {
     void (*silu_mul)(const float * g, const float * u, float * y, int64_t n);
     void (*silu_back)(const float * x, const float * dy, float * y, int64_t n);
     void (*triad)(float * a, const float * b, const float * c, float s, int64_t n);
+    uint64_t (*sum_words)(const uint64_t * a, int64_t n);
 };
 
 // Operations on rows of halves (IEEE f16 bits) with the arithmetic of ggml's f16 vector
