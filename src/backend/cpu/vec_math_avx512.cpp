@@ -137,8 +137,11 @@ uint64_t sum_words(const uint64_t * a, int64_t n) {
     for (; i + 32 <= n; i += 32) {
         for (int l = 0; l < 4; ++l) acc[l] = _mm512_add_epi64(acc[l], _mm512_loadu_si512(a + i + 8 * l));
     }
-    uint64_t s = static_cast<uint64_t>(
-        _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(acc[0], acc[1]), _mm512_add_epi64(acc[2], acc[3]))));
+    // Not _mm512_reduce_add_epi64: GCC's adds its lanes as signed integers (UBSan: overflow).
+    alignas(64) uint64_t lanes[8];
+    _mm512_store_si512(lanes, _mm512_add_epi64(_mm512_add_epi64(acc[0], acc[1]), _mm512_add_epi64(acc[2], acc[3])));
+    uint64_t s = 0;
+    for (const uint64_t v : lanes) s += v;
     for (; i < n; ++i) s += a[i];
     return s;
 }
