@@ -125,6 +125,7 @@ int cmd_bench(const std::vector<std::string> & argv) {
     const double read = cpu ? weights_read_gbps(*model, sc.n_threads) : 0.0;
     const double bpt = bytes_per_token(*model);
     const double bound = cpu ? gbps * 1e9 / bpt : 0.0;
+    const double read_bound = cpu ? read * 1e9 / bpt : 0.0;
     const std::string name = model->file().find("general.name") ? std::string(model->file().get_string("general.name")) : *model_path;
     if (args.has("--json")) {
         nlohmann::ordered_json j;
@@ -150,8 +151,8 @@ int cmd_bench(const std::vector<std::string> & argv) {
     std::printf("\ndecode bound: %.1f GB/s (triad, %d threads) / %.3f MB per token = %.1f t/s", gbps, sc.n_threads, bpt / 1e6, bound);
     if (!tg.empty()) std::printf("; tg reaches %.0f%% of it", 100.0 * stats(tg).mean / bound);
     std::printf("\nweights read-only (a sum over them in place, %d threads): %.1f GB/s = %.1f t/s", sc.n_threads, read,
-                read * 1e9 / bpt);
-    if (!tg.empty()) std::printf("; tg reaches %.0f%% of it", 100.0 * stats(tg).mean * bpt / (read * 1e9));
+                read_bound);
+    if (!tg.empty()) std::printf("; tg reaches %.0f%% of it", 100.0 * stats(tg).mean / read_bound);
     std::printf("\n");
     return 0;
 }

@@ -21,11 +21,14 @@ void OpProfile::record(const Tensor * node, double seconds) {
         // The weight-gradient form multiplies two transposed views (x^T, grad^T).
         const bool b_transposed = node->src[1]->nb[0] != static_cast<int64_t>(sizeof(float));
         const Tensor * a = node->src[0];
-        key += node->params.i[0] != 0 ? " (transposed a)"
-               : b_transposed         ? " (transposed b)"
-                                      : " (a " + std::string(dtype_name(a->type)) + " " + std::to_string(a->ne[1]) + " x " +
-                                    std::to_string(a->ne[0]) + ")";
-        if (node->params.i[0] == 0 && !b_transposed) weight = static_cast<double>(a->n_bytes());
+        if (node->params.i[0] != 0) {
+            key += " (transposed a)";
+        } else if (b_transposed) {
+            key += " (transposed b)";
+        } else {
+            key += " (a " + std::string(dtype_name(a->type)) + " " + std::to_string(a->ne[1]) + " x " + std::to_string(a->ne[0]) + ")";
+            weight = static_cast<double>(a->n_bytes());
+        }
     }
     if (node->view_src != nullptr) key += " (in place)";
     Row & r = rows_[key];

@@ -7,10 +7,28 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <vector>
 
 namespace toyllm {
+
+namespace {
+
+// `bytes` over the best of three timed runs of `pass` on the pool, after an untimed one
+// (which faults pages in), in GB/s.
+double best_rate(cpu::ThreadPool & pool, double bytes, const std::function<void(int, int)> & pass) {
+    double best = 0.0;
+    for (int rep = 0; rep < 4; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        pool.run(pass);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (rep > 0) best = std::max(best, bytes / s / 1e9);
+    }
+    return best;
+}
+
+}  // namespace
 
 double triad_gbps(int n_threads) {
     constexpr int64_t n = (int64_t{128} << 20) / sizeof(float);
@@ -22,17 +40,10 @@ double triad_gbps(int n_threads) {
         std::fill(b.get() + r.begin, b.get() + r.end, 1.0f);
         std::fill(c.get() + r.begin, c.get() + r.end, 2.0f);
     });
-    double best = 0.0;
-    for (int rep = 0; rep < 4; ++rep) {
-        const auto t0 = std::chrono::steady_clock::now();
-        pool.run([&](int ith, int nth) {
-            const cpu::RowRange r = cpu::split_rows(n, ith, nth);
-            cpu::triad(a.get() + r.begin, b.get() + r.begin, c.get() + r.begin, 3.0f, r.end - r.begin);
-        });
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (rep > 0) best = std::max(best, 12.0 * static_cast<double>(n) / s / 1e9);
-    }
-    return best;
+    return best_rate(pool, 12.0 * static_cast<double>(n), [&](int ith, int nth) {
+        const cpu::RowRange r = cpu::split_rows(n, ith, nth);
+        cpu::triad(a.get() + r.begin, b.get() + r.begin, c.get() + r.begin, 3.0f, r.end - r.begin);
+    });
 }
 
 double read_gbps(std::span<const std::span<const uint8_t>> regions, int n_threads) {
@@ -40,26 +51,17 @@ double read_gbps(std::span<const std::span<const uint8_t>> regions, int n_thread
     for (const auto & r : regions) bytes += static_cast<double>(r.size());
     if (bytes == 0.0) return 0.0;
     cpu::ThreadPool pool(n_threads);
-    std::vector<uint64_t> sums(static_cast<size_t>(n_threads));
-    double best = 0.0;
-    for (int rep = 0; rep < 4; ++rep) {
-        const auto t0 = std::chrono::steady_clock::now();
-        pool.run([&](int ith, int nth) {
-            uint64_t s = 0;
-            for (const auto & region : regions) {
-                // Whole words only (regions start 8-byte aligned: GGUF aligns tensors to 32).
-                const auto * words = reinterpret_cast<const uint64_t *>(region.data());
-                const cpu::RowRange r = cpu::split_rows(static_cast<int64_t>(region.size() / 8), ith, nth);
-                s += cpu::sum_words(words + r.begin, r.end - r.begin);
-            }
-            sums[static_cast<size_t>(ith)] = s;
-        });
-        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (rep > 0) best = std::max(best, bytes / sec / 1e9);
-    }
-    volatile uint64_t keep = 0;  // the sums are the point of the reads
-    for (const uint64_t v : sums) keep = keep + v;
-    return best;
+    std::vector<uint64_t> sums(static_cast<size_t>(n_threads));  // the reads' results, kept
+    return best_rate(pool, bytes, [&](int ith, int nth) {
+        uint64_t s = 0;
+        for (const auto & region : regions) {
+            // Whole words only (regions start 8-byte aligned: GGUF aligns tensors to 32).
+            const auto * words = reinterpret_cast<const uint64_t *>(region.data());
+            const cpu::RowRange r = cpu::split_rows(static_cast<int64_t>(region.size() / 8), ith, nth);
+            s += cpu::sum_words(words + r.begin, r.end - r.begin);
+        }
+        sums[static_cast<size_t>(ith)] = s;
+    });
 }
 
 }  // namespace toyllm
