@@ -119,12 +119,12 @@ int cmd_bench(const std::vector<std::string> & argv) {
             if (r > 0) tg.push_back(n_gen / seconds_since(t0));
         }
     }
-    // The decode bound uses the CPU's memory bandwidth: only meaningful on the CPU.
+    // The decode bound: the CPU's triad, or the device's own copy bandwidth.
     const bool cpu = sc.device == "cpu";
-    const double gbps = cpu ? triad_gbps(sc.n_threads) : 0.0;
+    const double gbps = cpu ? triad_gbps(sc.n_threads) : s.backend().memory_gbps();
     const double read = cpu ? weights_read_gbps(*model, sc.n_threads) : 0.0;
     const double bpt = bytes_per_token(*model);
-    const double bound = cpu ? gbps * 1e9 / bpt : 0.0;
+    const double bound = gbps * 1e9 / bpt;
     const double read_bound = cpu ? read * 1e9 / bpt : 0.0;
     const std::string name = model->file().find("general.name") ? std::string(model->file().get_string("general.name")) : *model_path;
     if (args.has("--json")) {
@@ -135,11 +135,11 @@ int cmd_bench(const std::vector<std::string> & argv) {
         if (!pp.empty()) j["pp"] = {{"tokens", n_prompt}, {"tokens_per_s", stats(pp).mean}, {"stddev", stats(pp).stddev}};
         if (!tg.empty()) j["tg"] = {{"tokens", n_gen}, {"tokens_per_s", stats(tg).mean}, {"stddev", stats(tg).stddev}};
         j["bytes_per_token"] = bpt;
-        if (cpu) {
+        if (gbps > 0) {
             j["memory_bandwidth_gbps"] = gbps;
             j["tg_bound_tokens_per_s"] = bound;
-            j["weights_read_gbps"] = read;
         }
+        if (cpu) j["weights_read_gbps"] = read;
         std::puts(j.dump(2).c_str());
         return 0;
     }
@@ -147,9 +147,18 @@ int cmd_bench(const std::vector<std::string> & argv) {
     std::printf("| model | device | test | t/s |\n|---|---|---|---:|\n");
     if (!pp.empty()) std::printf("| %s | %s | pp%d | %.2f ± %.2f |\n", name.c_str(), where.c_str(), n_prompt, stats(pp).mean, stats(pp).stddev);
     if (!tg.empty()) std::printf("| %s | %s | tg%d | %.2f ± %.2f |\n", name.c_str(), where.c_str(), n_gen, stats(tg).mean, stats(tg).stddev);
-    if (!cpu) return 0;
-    std::printf("\ndecode bound: %.1f GB/s (triad, %d threads) / %.3f MB per token = %.1f t/s", gbps, sc.n_threads, bpt / 1e6, bound);
+    if (gbps <= 0) return 0;
+    if (cpu) {
+        std::printf("\ndecode bound: %.1f GB/s (triad, %d threads) / %.3f MB per token = %.1f t/s", gbps, sc.n_threads, bpt / 1e6, bound);
+    } else {
+        std::printf("\ndecode bound: %.1f GB/s (%s device-to-device copy, bytes read + written) / %.3f MB per token = %.1f t/s",
+                    gbps, sc.device.c_str(), bpt / 1e6, bound);
+    }
     if (!tg.empty()) std::printf("; tg reaches %.0f%% of it", 100.0 * stats(tg).mean / bound);
+    if (!cpu) {
+        std::printf("\n");
+        return 0;
+    }
     std::printf("\nweights read-only (a sum over them in place, %d threads): %.1f GB/s = %.1f t/s", sc.n_threads, read,
                 read_bound);
     if (!tg.empty()) std::printf("; tg reaches %.0f%% of it", 100.0 * stats(tg).mean / read_bound);

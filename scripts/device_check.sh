@@ -12,22 +12,37 @@
 #   5. where torch and transformers are installed, the PyTorch eager baseline of the
 #      same shape (bench/torch_baseline.py: decode tokens/s in bf16, training tokens/s
 #      and MFU with bf16 autocast + AdamW).
-# Logs and the table go to $OUT when it is set (the device runner's output folder),
-# else to build/device_check/.
+# Logs and the table go to build/device_check/, packed into $OUT/device_check.tgz when
+# $OUT is set (the device runner's output folder).
 #
-#   scripts/device_check.sh [--skip-build] [--quick]
+#   scripts/device_check.sh [--skip-build] [--quick] [--no-baselines]
+# --quick: b135m only; --no-baselines: no tinyllama training speed, no PyTorch (steps 4-5
+# but the parity run).
+# TOYLLM_KEEP_MODELS=1 keeps the benchmark models in build/device_check_models.
+# With --skip-build, TOYLLM_BUILD names a folder holding bin/toyllm and tests/ built
+# elsewhere (default build/cuda).
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
-OUT_DIR="${OUT:-build/device_check}"
+OUT_DIR=build/device_check
+rm -rf "$OUT_DIR"
 mkdir -p "$OUT_DIR"
-BUILD=build/cuda
+# The device runner's output folder takes a few files only: the logs go there packed.
+pack() {
+    [ -n "${OUT:-}" ] || return 0
+    (cd "$OUT_DIR" && find . -type f -size -4M ! -name '*.gguf' -print0 | tar czf "$OUT/device_check.tgz" --null -T -)
+    cp "$OUT_DIR/bench.md" "$OUT/" 2>/dev/null || true
+}
+trap pack EXIT
+BUILD="${TOYLLM_BUILD:-build/cuda}"  # with --skip-build: where bin/toyllm and tests/ were built
 QUICK=0
 SKIP_BUILD=0
+BASELINES=1
 for a in "$@"; do
     case "$a" in
         --quick) QUICK=1 ;;
         --skip-build) SKIP_BUILD=1 ;;
+        --no-baselines) BASELINES=0 ;;
         *) echo "unknown option $a" >&2; exit 2 ;;
     esac
 done
@@ -38,6 +53,8 @@ t_start=$SECONDS
 step() { echo "== [$((SECONDS - t_start)) s] $*"; }
 
 step "GPU"
+missing=$(ldd "$BUILD/bin/toyllm" 2>&1 | grep "not found")
+[ -z "$missing" ] || { echo "$BUILD/bin/toyllm cannot start (set LD_LIBRARY_PATH):"; echo "$missing"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT_DIR/gpu.txt" || true
 
 if [ "$SKIP_BUILD" = 0 ]; then
@@ -64,38 +81,44 @@ echo "test_cuda_ops exit status: $status"
 
 step "bench"
 TOYLLM="$BUILD/bin/toyllm"
-MODELS="$OUT_DIR/models"
+MODELS=build/device_check_models
 mkdir -p "$MODELS"
 presets="b135m tinyllama-1.1b"
 [ "$QUICK" = 1 ] && presets="b135m"
 P=512
 N=128
 table="$OUT_DIR/bench.md"
-printf "| model | type | pp%d t/s | tg%d t/s |\n|---|---|---:|---:|\n" "$P" "$N" > "$table"
+printf "| model | type | pp%d t/s | tg%d t/s | MB per token | decode bound t/s | tg / bound |\n|---|---|---:|---:|---:|---:|---:|\n" "$P" "$N" > "$table"
 for preset in $presets; do
+    # One random f16 model per shape (init is single-threaded: ~30 s for tinyllama);
+    # the q8_0 one is quantized from it.
     for type in f16 q8_0; do
         f="$MODELS/$preset-$type.gguf"
-        if [ ! -f "$f" ]; then
-            timeout 120 "$TOYLLM" init --preset "$preset" --type "$type" -o "$f" > "$OUT_DIR/init-$preset-$type.log" 2>&1 \
-                || { echo "init $preset $type failed"; tail -5 "$OUT_DIR/init-$preset-$type.log"; continue; }
+        if [ "$type" = f16 ]; then
+            timeout 120 "$TOYLLM" init --preset "$preset" --type f16 -o "$f" > "$OUT_DIR/init-$preset.log" 2>&1 \
+                || { echo "init $preset failed"; tail -5 "$OUT_DIR/init-$preset.log"; break; }
+        else
+            timeout 120 "$TOYLLM" quantize "$MODELS/$preset-f16.gguf" "$f" q8_0 > "$OUT_DIR/quantize-$preset.log" 2>&1 \
+                || { echo "quantize $preset failed"; tail -5 "$OUT_DIR/quantize-$preset.log"; break; }
         fi
         json="$OUT_DIR/bench-$preset-$type.json"
         if timeout 120 "$TOYLLM" bench -m "$f" -p "$P" -n "$N" -r 2 --device cuda --json > "$json" 2> "$OUT_DIR/bench-$preset-$type.err"; then
             python3 - "$json" "$preset" "$type" >> "$table" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
-print(f"| {sys.argv[2]} | {sys.argv[3]} | {j['pp']['tokens_per_s']:.1f} ± {j['pp']['stddev']:.1f} | {j['tg']['tokens_per_s']:.1f} ± {j['tg']['stddev']:.1f} |")
+bound = j.get("tg_bound_tokens_per_s", 0)
+ratio = f"{100 * j['tg']['tokens_per_s'] / bound:.0f}%" if bound else "-"
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {j['pp']['tokens_per_s']:.1f} ± {j['pp']['stddev']:.1f} | {j['tg']['tokens_per_s']:.1f} ± {j['tg']['stddev']:.1f} "
+      f"| {j['bytes_per_token'] / 1e6:.1f} | {bound:.0f} | {ratio} |")
 PY
         else
             echo "| $preset | $type | failed | $(tail -1 "$OUT_DIR/bench-$preset-$type.err") |" >> "$table"
         fi
-        if [ "$preset" = b135m ]; then
-            # Time per op (TOYLLM_PROFILE: CUDA events around every node), one short round.
-            TOYLLM_PROFILE=1 timeout 60 "$TOYLLM" bench -m "$f" -p "$P" -n 32 -r 1 --device cuda > /dev/null \
-                2> "$OUT_DIR/profile-$preset-$type.txt" || true
-        fi
-        rm -f "$f"  # disk: the tinyllama files are 1-2 GB each
+        # Time per op of decode (TOYLLM_PROFILE: CUDA events around every node), one round.
+        TOYLLM_PROFILE=1 timeout 60 "$TOYLLM" bench -m "$f" -p 0 -n 64 -r 1 --device cuda > /dev/null \
+            2> "$OUT_DIR/profile-$preset-$type.txt" || true
     done
+    [ -n "${TOYLLM_KEEP_MODELS:-}" ] || rm -f "$MODELS/$preset-"*.gguf  # disk: the tinyllama files are 1-2 GB each
 done
 cat "$table"
 
@@ -129,7 +152,7 @@ sys.exit(0 if worst < 1e-3 and len(cpu) == len(cuda) else 1)
 PY
 
 step "training speed, tinyllama-1.1b shape (toyllm, f32, --device cuda)"
-if [ "$QUICK" = 0 ]; then
+if [ "$QUICK" = 0 ] && [ "$BASELINES" = 1 ]; then
     for i in $(seq 1 400); do cat "$TRAIN/corpus.txt"; done > "$TRAIN/big.txt"
     # The 32000-token vocabulary of the shapes PyTorch runs, where the reference data is here.
     vocab="${TOYLLM_SHARED:-../shared}/testdata/vocab/ggml-vocab-llama-spm.gguf"
@@ -150,19 +173,21 @@ PY
 fi
 
 step "PyTorch eager baseline (bench/torch_baseline.py)"
-timeout 240 python3 bench/torch_baseline.py --shape tinyllama-1.1b --prompt "$P" --gen "$N" --batch 4 --ctx 512 \
-    > "$OUT_DIR/torch.json" 2> "$OUT_DIR/torch.err"
-torch_rc=$?
-if [ "$torch_rc" = 0 ]; then
-    python3 - "$OUT_DIR/torch.json" <<'PY' | tee -a "$table"
+if [ "$BASELINES" = 1 ]; then
+    timeout 240 python3 bench/torch_baseline.py --shape tinyllama-1.1b --prompt "$P" --gen "$N" --batch 4 --ctx 512 \
+        > "$OUT_DIR/torch.json" 2> "$OUT_DIR/torch.err"
+    torch_rc=$?
+    if [ "$torch_rc" = 0 ]; then
+        python3 - "$OUT_DIR/torch.json" <<'PY' | tee -a "$table"
 import json, sys
 j = json.load(open(sys.argv[1]))
-print(f"| tinyllama-1.1b | PyTorch {j['torch']} bf16 eager | {j['pp_tokens_per_s']:.1f} | {j['tg_tokens_per_s']:.1f} |")
+print(f"| tinyllama-1.1b | PyTorch {j['torch']} bf16 eager | {j['pp_tokens_per_s']:.1f} | {j['tg_tokens_per_s']:.1f} | | | |")
 print(f"\nPyTorch training (f32 master, bf16 autocast, AdamW, batch {j['train_batch']} x ctx {j['train_ctx']}): "
       f"{j['train_tokens_per_s']:.0f} tokens/s, MFU {100 * j['train_mfu']:.1f}% on {j['gpu']}")
 PY
-else
-    echo "PyTorch baseline not run (exit $torch_rc): $(cat "$OUT_DIR/torch.json" 2>/dev/null) $(tail -2 "$OUT_DIR/torch.err")"
+    else
+        echo "PyTorch baseline not run (exit $torch_rc): $(cat "$OUT_DIR/torch.json" 2>/dev/null) $(tail -2 "$OUT_DIR/torch.err")"
+    fi
 fi
 step "done (tests exit status $status)"
 exit "$status"

@@ -26,6 +26,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <random>
@@ -148,6 +149,7 @@ std::vector<std::vector<float>> run_on(Backend & be, const Build & build, bool b
     std::vector<Tensor *> outs = build(m);
     Graph g;
     if (backward) {
+        set_output(outs[0]);  // the loss: read by the host like every output
         g.build_backward(ctx, outs[0]);
         for (Tensor * p : g.params()) outs.push_back(p->grad);
     } else {
@@ -295,7 +297,9 @@ TEST(CudaOps, MatmulF32) {
         Context & c = m.ctx;
         Tensor * a = m.f32({37, 19});
         return {matmul(c, a, m.f32({37, 5})), matmul(c, a, transpose(c, m.f32({5, 37}))), matmul(c, transpose(c, m.f32({19, 37})), m.f32({37, 41})),
-                matmul(c, m.f32({13, 7, 2, 1}), m.f32({13, 5, 4, 3})), matmul(c, permute(c, m.f32({13, 3, 7}), {0, 2, 1, 3}), m.f32({13, 9, 3}))};
+                matmul(c, m.f32({13, 7, 2, 1}), m.f32({13, 5, 4, 3})), matmul(c, permute(c, m.f32({13, 3, 7}), {0, 2, 1, 3}), m.f32({13, 9, 3})),
+                // the decode kernel: rows of 2052 values (chunks of 1024, 1024, 4), 1 and 3 columns
+                matmul(c, m.f32({2052, 33}), m.f32({2052, 1})), matmul(c, m.f32({2052, 33}), m.f32({2052, 3}))};
     }, kTolF32);
 }
 
@@ -308,8 +312,17 @@ TEST_P(CudaMatmulTyped, DecodeAndPrefillShapes) {
     expect_parity(*be, [type](Maker & m) -> std::vector<Tensor *> {
         Context & c = m.ctx;
         Tensor * a = m.typed(type, {512, 19});
-        return {matmul(c, a, m.f32({512, 1})), matmul(c, a, m.f32({512, 3})), matmul(c, a, m.f32({512, 37})),
-                matmul(c, a, transpose(c, m.f32({9, 512}))), matmul(c, m.typed(type, {256, 9, 2}), m.f32({256, 37, 4}))};
+        // 4608 columns: the decode kernel's two whole chunks of 2048 and a part one.
+        Tensor * wide = m.typed(type, {4608, 7});
+        std::vector<Tensor *> out = {matmul(c, a, m.f32({512, 1})), matmul(c, a, m.f32({512, 3})), matmul(c, a, m.f32({512, 37})),
+                                     matmul(c, a, transpose(c, m.f32({9, 512}))), matmul(c, m.typed(type, {256, 9, 2}), m.f32({256, 37, 4})),
+                                     matmul(c, wide, m.f32({4608, 1})), matmul(c, wide, m.f32({4608, 6})),
+                                     matmul(c, m.typed(type, {256, 9, 2}), m.f32({256, 1, 4})),
+                                     // more rows than the decode kernel's warps: each warp takes several
+                                     matmul(c, m.typed(type, {256, 20000}), m.f32({256, 1}))};
+        // 576 columns of 32-value blocks: rows of 612 (q8_0) or 324 (q4_0) bytes, not on 16
+        if (type == DType::Q8_0 || type == DType::Q4_0) out.push_back(matmul(c, m.typed(type, {576, 33}), m.f32({576, 1})));
+        return out;
     }, quant ? kTolQuant : kTolF32);
 }
 
@@ -401,6 +414,29 @@ TEST(CudaModel, Stories260KSessionLogitsF32) {
 TEST(CudaModel, Stories260KSessionLogitsQ8_0) {
     REQUIRE_CUDA(be);
     expect_session_parity("stories260K-q8_0.gguf", 5e-2);
+}
+
+// Decode steps replayed as CUDA graphs (updated in place from token to token) give the
+// same bytes as the same kernels launched one by one (TOYLLM_CUDA_GRAPHS=0).
+TEST(CudaModel, GraphReplayEqualsNodeByNode) {
+    REQUIRE_CUDA(be);
+    TOYLLM_REQUIRE_SHARED(path, "models/stories260K/stories260K-q8_0.gguf");
+    auto m = Model::load(path.string());
+    const std::vector<int32_t> prompt = {1, 403, 407, 261, 378, 24, 64, 25};
+    auto run = [&](const char * graphs) {
+        ::setenv("TOYLLM_CUDA_GRAPHS", graphs, 1);
+        Session s(*m, {.n_ctx = 64, .n_batch = 4, .n_threads = 2, .device = "cuda"});
+        ::unsetenv("TOYLLM_CUDA_GRAPHS");
+        std::vector<std::vector<float>> out{s.eval(prompt)};
+        for (int32_t id : {42, 7, 300, 9}) out.push_back(s.eval(std::span<const int32_t>(&id, 1)));
+        return out;
+    };
+    const auto eager = run("0"), graphs = run("1");
+    ASSERT_EQ(eager.size(), graphs.size());
+    for (size_t i = 0; i < eager.size(); ++i) {
+        ASSERT_EQ(eager[i].size(), graphs[i].size());
+        EXPECT_EQ(0, std::memcmp(eager[i].data(), graphs[i].data(), eager[i].size() * sizeof(float))) << "step " << i;
+    }
 }
 
 TEST(CudaModel, Stories260KGreedyEqualsCpu) {

@@ -69,6 +69,10 @@ class Backend {
     virtual bool supports(const Tensor & node) const = 0;
     // Plans and allocates the graph's memory on the first call, then runs every node.
     virtual void compute(Graph & g) = 0;
+    // The memory bandwidth this backend's device measures now, in GB/s of bytes read plus
+    // bytes written (a device-to-device copy on a GPU); 0 where the backend does not
+    // measure it (the CPU's bound comes from the triad in memory_bandwidth.h).
+    virtual double memory_gbps() { return 0.0; }
 };
 
 // "cpu" (always) or "cuda" (when built with TOYLLM_CUDA; else an Error that says so, and

@@ -30,6 +30,7 @@ class Session {
     int64_t n_ctx() const { return cache_.n_ctx; }
     void reset() { cache_.n_past = 0; }
     const Model & model() const { return model_; }
+    Backend & backend() { return *backend_; }
 
     // A tapped node of the last forward, as floats (empty if it was not tapped).
     std::vector<float> tap(std::string_view name) const;

@@ -67,6 +67,10 @@ enum TensorFlags : uint32_t {
     TENSOR_PARAM = 1u << 1,   // trainable: backward makes a gradient for it
     TENSOR_OUTPUT = 1u << 2,  // read by the host after compute: kept alive, never reused
     TENSOR_LOSS = 1u << 3,
+    // State that only graphs read and write (a KV cache): a device backend keeps its own
+    // copy and does not copy what a graph writes into it back to the host, whose copy
+    // is then stale.
+    TENSOR_DEVICE_STATE = 1u << 4,
 };
 
 // Op parameters: a few scalars interpreted per op (see the op's builder in src/ops/).

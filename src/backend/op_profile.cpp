@@ -38,7 +38,19 @@ void OpProfile::record(const Tensor * node, double seconds) {
     ++r.calls;
 }
 
+void OpProfile::record_phase(const std::string & phase, double seconds) {
+    auto it = std::find_if(phases_.begin(), phases_.end(), [&](const auto & p) { return p.first == phase; });
+    if (it == phases_.end()) it = phases_.insert(phases_.end(), {phase, Row{}});
+    it->second.seconds += seconds;
+    ++it->second.calls;
+}
+
 OpProfile::~OpProfile() {
+    if (!phases_.empty()) {
+        std::fprintf(stderr, "%s, host wall clock per compute:", title_.c_str());
+        for (const auto & [k, v] : phases_) std::fprintf(stderr, " %s %.1f us;", k.c_str(), 1e6 * v.seconds / static_cast<double>(std::max<long>(v.calls, 1)));
+        std::fprintf(stderr, " %ld computes\n", phases_.front().second.calls);
+    }
     if (rows_.empty()) return;
     double total = 0.0;
     for (const auto & [k, v] : rows_) total += v.seconds;

@@ -6,6 +6,8 @@
 
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace toyllm {
 
@@ -20,6 +22,9 @@ class OpProfile {
     // Adds one run of `node` (matmul split by its form and, for the weight-times-activation
     // form, by the weight's shape, with the rate its bytes were read at; in-place nodes apart).
     void record(const Tensor * node, double seconds);
+    // Adds host wall-clock time to a phase of compute() (a device backend: uploads,
+    // launches, the wait for the device); printed per compute after the table.
+    void record_phase(const std::string & phase, double seconds);
 
   private:
     struct Row {
@@ -30,6 +35,7 @@ class OpProfile {
     };
     std::string title_;
     std::map<std::string, Row> rows_;
+    std::vector<std::pair<std::string, Row>> phases_;  // in the order first recorded
 };
 
 }  // namespace toyllm

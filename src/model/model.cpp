@@ -136,6 +136,7 @@ KvCache Model::make_cache(int64_t n_ctx, int64_t n_batch, DType type) {
             Tensor * t = wctx_.new_tensor(type, {cfg_.head_dim, cfg_.n_head_kv, n_ctx, n_batch},
                                           std::string(list == &c.k ? "cache_k." : "cache_v.") + std::to_string(il));
             wctx_.alloc(t);
+            t->flags |= TENSOR_DEVICE_STATE;
             list->push_back(t);
         }
     }

@@ -23,9 +23,14 @@ struct Exec {
     void * (*scratch_fn)(void * self, size_t bytes);
     void * scratch_self;
     int sm_count;
+    bool capturing = false;  // launches go into a CUDA graph: cuBLAS calls throw NotCapturable
 
     void * scratch(size_t bytes) const { return scratch_fn(scratch_self, bytes); }
 };
+
+// Thrown by a kernel that cannot be recorded into a CUDA graph (cuBLAS, which may
+// allocate its workspace); the backend then runs the graph's nodes one by one.
+struct NotCapturable {};
 
 struct NodeArgs {
     const Tensor * node;
@@ -61,6 +66,9 @@ void kernel_swiglu(const Exec & e, const NodeArgs & a);
 void kernel_get_rows(const Exec & e, const NodeArgs & a);
 void kernel_get_rows_back(const Exec & e, const NodeArgs & a);
 void kernel_matmul(const Exec & e, const NodeArgs & a);
+// The decode matrix-vector product (kernels_matvec.cu) when a's and b's layouts allow it;
+// false (nothing launched) otherwise.
+bool launch_matvec(const Exec & e, const NodeArgs & a);
 void kernel_rms_norm(const Exec & e, const NodeArgs & a);
 void kernel_rms_norm_back(const Exec & e, const NodeArgs & a);
 void kernel_rope(const Exec & e, const NodeArgs & a);
