@@ -15,9 +15,9 @@
 # Logs and the table go to build/device_check/, packed into $OUT/device_check.tgz when
 # $OUT is set (the device runner's output folder).
 #
-#   scripts/device_check.sh [--skip-build] [--quick] [--no-baselines]
+#   scripts/device_check.sh [--skip-build] [--quick] [--no-baselines] [--no-train-speed]
 # --quick: b135m only; --no-baselines: no tinyllama training speed, no PyTorch (steps 4-5
-# but the parity run).
+# but the parity run); --no-train-speed: no tinyllama training speed (~80 s).
 # TOYLLM_KEEP_MODELS=1 keeps the benchmark models in build/device_check_models.
 # With --skip-build, TOYLLM_BUILD names a folder holding bin/toyllm and tests/ built
 # elsewhere (default build/cuda).
@@ -38,11 +38,13 @@ BUILD="${TOYLLM_BUILD:-build/cuda}"  # with --skip-build: where bin/toyllm and t
 QUICK=0
 SKIP_BUILD=0
 BASELINES=1
+TRAIN_SPEED=1
 for a in "$@"; do
     case "$a" in
         --quick) QUICK=1 ;;
         --skip-build) SKIP_BUILD=1 ;;
         --no-baselines) BASELINES=0 ;;
+        --no-train-speed) TRAIN_SPEED=0 ;;
         *) echo "unknown option $a" >&2; exit 2 ;;
     esac
 done
@@ -152,7 +154,7 @@ sys.exit(0 if worst < 1e-3 and len(cpu) == len(cuda) else 1)
 PY
 
 step "training speed, tinyllama-1.1b shape (toyllm, f32, --device cuda)"
-if [ "$QUICK" = 0 ] && [ "$BASELINES" = 1 ]; then
+if [ "$QUICK" = 0 ] && [ "$BASELINES" = 1 ] && [ "$TRAIN_SPEED" = 1 ]; then
     for i in $(seq 1 400); do cat "$TRAIN/corpus.txt"; done > "$TRAIN/big.txt"
     # The 32000-token vocabulary of the shapes PyTorch runs, where the reference data is here.
     vocab="${TOYLLM_SHARED:-../shared}/testdata/vocab/ggml-vocab-llama-spm.gguf"
