@@ -13,12 +13,14 @@
 #      same shape (bench/torch_baseline.py: decode tokens/s in bf16, training tokens/s
 #      and MFU with bf16 autocast + AdamW).
 # Logs and the table go to build/device_check/, packed into $OUT/device_check.tgz when
-# $OUT is set (the device runner's output folder).
+# $OUT is set (an output folder that the caller collects, which takes few files).
 #
 #   scripts/device_check.sh [--skip-build] [--quick] [--no-baselines] [--no-train-speed]
 # --quick: b135m only; --no-baselines: no tinyllama training speed, no PyTorch (steps 4-5
 # but the parity run); --no-train-speed: no tinyllama training speed (~80 s).
 # TOYLLM_KEEP_MODELS=1 keeps the benchmark models in build/device_check_models.
+# Where the GPU machine receives only the checkout: scripts/device_bundle.sh here, carry
+# .devrun/, scripts/device_run.sh there.
 # With --skip-build, TOYLLM_BUILD names a folder holding bin/toyllm and tests/ built
 # elsewhere (default build/cuda).
 set -uo pipefail
@@ -27,7 +29,7 @@ cd "$(dirname "$0")/.."
 OUT_DIR=build/device_check
 rm -rf "$OUT_DIR"
 mkdir -p "$OUT_DIR"
-# The device runner's output folder takes a few files only: the logs go there packed.
+# $OUT takes few files: the logs go there packed.
 pack() {
     [ -n "${OUT:-}" ] || return 0
     (cd "$OUT_DIR" && find . -type f -size -4M ! -name '*.gguf' -print0 | tar czf "$OUT/device_check.tgz" --null -T -)
