@@ -137,6 +137,23 @@ std::vector<float> expect_logits_independent_of_chunks(Model & m, DType cache_ty
         EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
             << dtype_name(cache_type) << " cache, n_batch " << n_batch << ", threads " << n_threads;
     }
+    // One eval per token: the first builds the step's graph, the others rerun it (cache
+    // writes moved, cache views lengthened); after a reset it starts again at position 0.
+    Session one(m, {.n_ctx = 32, .n_threads = 2, .cache_type = cache_type});
+    std::vector<float> got;
+    for (int32_t id : ids) {
+        const auto l = one.eval(std::span<const int32_t>(&id, 1), true);
+        got.insert(got.end(), l.begin(), l.end());
+    }
+    EXPECT_EQ(one.n_graphs_built(), 1);
+    EXPECT_EQ(got.size(), want.size());
+    if (got.size() == want.size()) {
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0) << "one eval per token";
+    }
+    one.reset();
+    const auto first = one.eval(std::span<const int32_t>(ids.data(), 1), true);
+    EXPECT_EQ(one.n_graphs_built(), 1);
+    EXPECT_EQ(std::memcmp(first.data(), want.data(), first.size() * sizeof(float)), 0) << "after reset";
     return want;
 }
 
