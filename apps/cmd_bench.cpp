@@ -148,20 +148,15 @@ int cmd_bench(const std::vector<std::string> & argv) {
     if (!pp.empty()) std::printf("| %s | %s | pp%d | %.2f ± %.2f |\n", name.c_str(), where.c_str(), n_prompt, stats(pp).mean, stats(pp).stddev);
     if (!tg.empty()) std::printf("| %s | %s | tg%d | %.2f ± %.2f |\n", name.c_str(), where.c_str(), n_gen, stats(tg).mean, stats(tg).stddev);
     if (gbps <= 0) return 0;
-    if (cpu) {
-        std::printf("\ndecode bound: %.1f GB/s (triad, %d threads) / %.3f MB per token = %.1f t/s", gbps, sc.n_threads, bpt / 1e6, bound);
-    } else {
-        std::printf("\ndecode bound: %.1f GB/s (%s device-to-device copy, bytes read + written) / %.3f MB per token = %.1f t/s",
-                    gbps, sc.device.c_str(), bpt / 1e6, bound);
-    }
+    const std::string source = cpu ? "triad, " + std::to_string(sc.n_threads) + " threads"
+                                   : sc.device + " device-to-device copy, bytes read + written";
+    std::printf("\ndecode bound: %.1f GB/s (%s) / %.3f MB per token = %.1f t/s", gbps, source.c_str(), bpt / 1e6, bound);
     if (!tg.empty()) std::printf("; tg reaches %.0f%% of it", 100.0 * stats(tg).mean / bound);
-    if (!cpu) {
-        std::printf("\n");
-        return 0;
+    if (cpu) {
+        std::printf("\nweights read-only (a sum over them in place, %d threads): %.1f GB/s = %.1f t/s", sc.n_threads, read,
+                    read_bound);
+        if (!tg.empty()) std::printf("; tg reaches %.0f%% of it", 100.0 * stats(tg).mean / read_bound);
     }
-    std::printf("\nweights read-only (a sum over them in place, %d threads): %.1f GB/s = %.1f t/s", sc.n_threads, read,
-                read_bound);
-    if (!tg.empty()) std::printf("; tg reaches %.0f%% of it", 100.0 * stats(tg).mean / read_bound);
     std::printf("\n");
     return 0;
 }

@@ -117,13 +117,13 @@ class CudaBackend : public Backend {
 
     ~CudaBackend() override {
         cudaStreamSynchronize(stream_);
-        profile_.reset();  // prints
-        for (cudaEvent_t e : events_) cudaEventDestroy(e);
-        if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
         if (profile_ && n_replayed_ > 0) {
             std::fprintf(stderr, "cuda backend: %ld computes as CUDA graphs, %ld of them made anew (the rest updated)%s\n", n_replayed_,
                          n_instantiated_, graphs_ ? "" : "; then off (a node that cannot be captured)");
         }
+        profile_.reset();  // prints
+        for (cudaEvent_t e : events_) cudaEventDestroy(e);
+        if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
         if (graph_begin_ != nullptr) cudaEventDestroy(graph_begin_);
         if (graph_end_ != nullptr) cudaEventDestroy(graph_end_);
         cudaFreeHost(staging_);
@@ -227,8 +227,7 @@ class CudaBackend : public Backend {
             }
             kern(exec, args);
             if (node_events_) record_event(2 * timed_.size() - 1);
-            for (void * p : scratch_) device_->alloc.free(p);
-            scratch_.clear();
+            release_scratch();
         }
         return timed_.size();
     }
@@ -250,8 +249,7 @@ class CudaBackend : public Backend {
             cudaGraph_t dropped = nullptr;
             cudaStreamEndCapture(stream_, &dropped);
             if (dropped != nullptr) cudaGraphDestroy(dropped);
-            for (void * p : scratch_) device_->alloc.free(p);
-            scratch_.clear();
+            release_scratch();
             throw;
         }
         cudaGraph_t graph = nullptr;
@@ -270,8 +268,7 @@ class CudaBackend : public Backend {
             ++n_instantiated_;
         }
         if (graph != nullptr) cudaGraphDestroy(graph);
-        for (void * p : scratch_) device_->alloc.free(p);
-        scratch_.clear();
+        release_scratch();
         if (ok) {
             check(cudaGraphLaunch(exec_, stream_), "launching a CUDA graph");
             ++n_replayed_;
@@ -352,10 +349,11 @@ class CudaBackend : public Backend {
                 c.type = t->type;
             }
             if (fresh || (t->flags & (TENSOR_INPUT | TENSOR_PARAM))) {
-                // Small inputs (token ids, positions) go through pinned memory: an
-                // asynchronous copy, where one from pageable memory syncs the stream.
+                // Inputs (token ids, positions, batches) go through pinned memory when they
+                // fit: an asynchronous copy, where one from pageable memory syncs the stream.
                 const void * from = t->data;
-                if (void * st = stage(bytes)) from = std::memcpy(st, t->data, bytes);
+                void * st = (t->flags & TENSOR_INPUT) ? stage(bytes) : nullptr;
+                if (st != nullptr) from = std::memcpy(st, t->data, bytes);
                 check(cudaMemcpyAsync(c.dev, from, bytes, cudaMemcpyHostToDevice, stream_), ("uploading '" + t->name + "'").c_str());
             }
             c.last_used = n_computes_;
@@ -436,6 +434,13 @@ class CudaBackend : public Backend {
         return static_cast<char *>(staging_) + at;
     }
 
+    // Scratch blocks go back to the allocator after each node (one stream: the next
+    // kernel that gets them runs after this one).
+    void release_scratch() {
+        for (void * p : scratch_) device_->alloc.free(p);
+        scratch_.clear();
+    }
+
     static void * scratch_thunk(void * self, size_t bytes) {
         auto * b = static_cast<CudaBackend *>(self);
         void * p = b->device_->alloc.alloc(bytes == 0 ? 1 : bytes);
@@ -466,7 +471,7 @@ class CudaBackend : public Backend {
     std::vector<Pending> pending_;  // staged downloads to copy to the host after the sync
     std::vector<const Tensor *> timed_;  // the nodes of the last launch, in order
     // CUDA graphs (TOYLLM_CUDA_GRAPHS=1 turns them on).
-    bool graphs_ = true;
+    bool graphs_ = false;
     cudaGraphExec_t exec_ = nullptr;
     long n_replayed_ = 0, n_instantiated_ = 0;
 };

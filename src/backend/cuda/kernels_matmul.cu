@@ -2,11 +2,10 @@
 // out[k, m] = sum_n a[k, n] b[n, m] of the gradients), batched over dims 2/3 with a
 // broadcast over b's batch.
 //
-//   a f32, <= 8 columns of b in the weight layout: kernels_matvec.cu's kernel
+//   <= 8 columns of b, a weight's layout (decode): kernels_matvec.cu's staged kernel
 //   a f32 otherwise:     cuBLAS in f32 (no TF32), operands read in place through their
 //                        strides when one of dims 0/1 is contiguous, else gathered
-//   a not f32, <= 8 columns of b (decode): kernels_matvec.cu's staged matrix-vector
-//                        kernel where the layouts allow (weights), else the one here: one
+//   a not f32, <= 8 columns of b in another layout: the matrix-vector kernel here, one
 //                        warp per output row, a converted as it is read, b in f32
 //   a Q8_0/Q4_0/Q4_K/Q6_K, more columns: our 64 x 64 tiled kernel, a dequantized into
 //                        shared memory tile by tile
@@ -174,7 +173,6 @@ void matmul_own(const Exec & e, const NodeArgs & args) {
     const Batch bt{b->ne[2], b->ne[2] / a->ne[2], b->ne[3] / a->ne[3]};
     const int64_t n_batch = b->ne[2] * b->ne[3];
     if (n_batch > 65535) throw Error("cuda matmul: more than 65535 batch entries");
-    if (b->ne[1] <= kMatvecMaxM && launch_matvec(e, args)) return;
     switch (a->type) {
         case DType::F16: return launch_quant<static_cast<int>(DType::F16)>(e, av, bv, ov, bt, n_batch);
         case DType::BF16: return launch_quant<static_cast<int>(DType::BF16)>(e, av, bv, ov, bt, n_batch);
@@ -288,8 +286,8 @@ void kernel_matmul(const Exec & e, const NodeArgs & a) {
     const bool transposed = a.node->params.i[0] != 0;
     const bool few_columns = a.node->src[1]->ne[1] <= kMatvecMaxM;
     const bool accumulate = a.node->params.i[1] != 0;  // f32 a, through cuBLAS with beta = 1
+    if (!transposed && !accumulate && few_columns && launch_matvec(e, a)) return;  // decode, any weight type
     if (!transposed && !accumulate && w->type != DType::F32 && (few_columns || quantized(w->type))) matmul_own(e, a);
-    else if (!transposed && !accumulate && few_columns && launch_matvec(e, a)) return;  // f32 weights, decode
     else matmul_cublas(e, a);
 }
 

@@ -2,11 +2,11 @@
 // and a weight a stored in rows (f32, f16, bf16 or a block format): the kernel that reads
 // nearly all of a model's bytes per token, so it is shaped for bandwidth.
 //
-// Warps take rows of a. A warp copies its row into shared memory in chunks of kChunk
-// values with 16-byte loads (whole lines, every lane busy, 2-4 KB in flight per warp),
-// the next chunk's loads in flight while it dots the current one with b: each lane takes a few consecutive values of a block
-// (Q8_0: 4 quants, Q4_0: 4 bytes = 8 values, f16/bf16: 8 values, f32: 4) so that b is read as
-// float4 and a block's scale once per group. Q4_K and Q6_K use the element-wise
+// Warps take rows of a. A warp copies its row into shared memory in chunks (2048 values,
+// f32 1024) with 16-byte loads (whole lines, every lane busy, 2-4 KB in flight per warp),
+// the next chunk's loads in flight while it dots the current one with b. Each lane takes
+// a few consecutive values of a block (Q8_0: 4 quants, Q4_0: 4 bytes = 8 values,
+// f16/bf16: 8 values, f32: 4), so that b is read as float4 and a block's scale once. Q4_K and Q6_K use the element-wise
 // load_value on the staged bytes. The warp's sum is a fixed-order shuffle tree.
 //
 // Taken when a's rows are aligned for the dot (below) and b's columns are contiguous and
@@ -20,7 +20,7 @@ namespace toyllm::cuda {
 
 namespace {
 
-constexpr int kWarps = 4;                 // rows (warps) per block
+constexpr int kWarps = 4;          // rows (warps) per block
 constexpr int kChunkBytes = 4096;  // the largest staged chunk (f32, f16, bf16)
 
 // Values of a row staged at a time: 2048 (a multiple of 256, the largest block), f32 1024.
@@ -217,7 +217,7 @@ template <int T, int NC> __global__ void __launch_bounds__(kWarps * 32) matvec_s
     }
 }
 
-bool aligned16(const void * p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+bool aligned(const void * p, int64_t bytes) { return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0; }
 
 template <int T> void launch(const Exec & e, const View & a, const View & b, const View & out, const Batch & bt, int64_t n_batch) {
     const int64_t N = out.ne[0], M = b.ne[1];
@@ -240,8 +240,7 @@ bool launch_matvec(const Exec & e, const NodeArgs & args) {
     const Tensor * a = node->src[0];
     const Tensor * b = node->src[1];
     const DType t = a->type;
-    const bool typed = t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K || t == DType::Q6_K;
-    if (!typed || b->type != DType::F32 || b->ne[1] > 8) return false;
+    if (!device_type_supported(t) || b->type != DType::F32 || b->ne[1] > 8) return false;
     const DTypeInfo & info = dtype_info(t);
     // a: rows of whole blocks starting on 16 bytes (f16, bf16: the dot reads 16-byte
     // words of the staged row) or 2 bytes (the block formats: 2-byte scales and quants).
@@ -249,10 +248,10 @@ bool launch_matvec(const Exec & e, const NodeArgs & args) {
     // inside the allocation, as every device buffer is a multiple of 256 bytes.
     const int64_t align = (t == DType::F32 || t == DType::F16 || t == DType::BF16) ? 16 : 2;
     if (a->ne[0] % info.block_size != 0 || a->nb[0] != static_cast<int64_t>(info.type_size) || a->nb[1] % align != 0 ||
-        a->nb[2] % align != 0 || a->nb[3] % align != 0 || reinterpret_cast<uintptr_t>(args.src[0]) % align != 0) {
+        a->nb[2] % align != 0 || a->nb[3] % align != 0 || !aligned(args.src[0], align)) {
         return false;
     }
-    if (b->nb[0] != 4 || b->nb[1] % 16 != 0 || b->nb[2] % 16 != 0 || b->nb[3] % 16 != 0 || !aligned16(args.src[1])) return false;
+    if (b->nb[0] != 4 || b->nb[1] % 16 != 0 || b->nb[2] % 16 != 0 || b->nb[3] % 16 != 0 || !aligned(args.src[1], 16)) return false;
     const View av = view_of(a, args.src[0]), bv = view_of(b, args.src[1]), ov = view_of(node, args.out);
     const Batch bt{b->ne[2], b->ne[2] / a->ne[2], b->ne[3] / a->ne[3]};
     const int64_t n_batch = b->ne[2] * b->ne[3];
