@@ -71,6 +71,9 @@ enum TensorFlags : uint32_t {
     // copy and does not copy what a graph writes into it back to the host, whose copy
     // is then stale.
     TENSOR_DEVICE_STATE = 1u << 4,
+    // Bytes that never change while the tensor lives (a view of a model file): a backend
+    // may keep a copy of them in its own layout.
+    TENSOR_CONSTANT = 1u << 5,
 };
 
 // Op parameters: a few scalars interpreted per op (see the op's builder in src/ops/).

@@ -11,6 +11,7 @@ Tensor * map_gguf_tensor(Context & ctx, const GgufFile & file, std::string_view 
     TOYLLM_ASSERT(bytes.size() == t->n_bytes());
     // The data is read-only (a private read-only mapping): ops never write to leaves.
     ctx.set_external(t, const_cast<uint8_t *>(bytes.data()), file.mapping());
+    t->flags |= TENSOR_CONSTANT;
     return t;
 }
 

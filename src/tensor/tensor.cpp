@@ -100,6 +100,7 @@ void Context::set_param(Tensor * t) {
     if (t->type != DType::F32) throw Error("set_param '" + t->name + "': trainable tensors must be f32, not " + std::string(dtype_name(t->type)));
     if (t->op != Op::NONE) throw Error("set_param '" + t->name + "': only leaf tensors can be parameters");
     t->flags |= TENSOR_PARAM;
+    t->flags &= ~TENSOR_CONSTANT;  // the optimizer writes it
 }
 
 }  // namespace toyllm

@@ -2,6 +2,7 @@
 // kernel on the thread pool, phase by phase. TOYLLM_PROFILE=1 in the environment prints,
 // when the backend is destroyed, the time spent per op (matmul split by its form).
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/repack.h"
 #include "backend/cpu/thread_pool.h"
 
 #include "backend/op_profile.h"
@@ -19,6 +20,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace toyllm {
 
@@ -58,19 +60,22 @@ class CpuBackend : public Backend {
     void compute(Graph & g) override {
         if (g.memory() == nullptr) allocate(g);
         uint8_t * scratch = scratch_for(g);
+        const std::vector<const void *> & packed = packed_for(g);
         cpu::SpinBarrier barrier(pool_.size());
         std::atomic<bool> failed{false};
         std::mutex error_mu;
         std::exception_ptr error;
         pool_.run([&](int ith, int nth) {
-            for (Tensor * node : g.nodes()) {
+            const auto & nodes = g.nodes();
+            for (size_t i = 0; i < nodes.size(); ++i) {
+                Tensor * node = nodes[i];
                 const cpu::CpuKernel & kern = cpu::cpu_kernel(node->op);
                 if (kern.n_phases == 0) continue;
                 const bool timed = profile_ != nullptr && ith == 0;
                 const auto t0 = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
                 for (int phase = 0; phase < kern.n_phases; ++phase) {
                     try {
-                        kern.run({ith, nth, phase, scratch}, node);
+                        kern.run({ith, nth, phase, scratch, packed[i]}, node);
                     } catch (...) {
                         const std::lock_guard<std::mutex> lock(error_mu);
                         if (!error) error = std::current_exception();
@@ -118,7 +123,20 @@ class CpuBackend : public Backend {
         return scratch_.get();
     }
 
+    // The packed weights (repack.h) of the graph's matmuls, by node; packs those new to
+    // this backend first.
+    const std::vector<const void *> & packed_for(const Graph & g) {
+        const auto & nodes = g.nodes();
+        packed_.assign(nodes.size(), nullptr);
+        for (size_t i = 0; i < nodes.size(); ++i) {
+            if (cpu::matmul_uses_packed(nodes[i])) packed_[i] = packed_weights_.get(nodes[i]->src[0], pool_);
+        }
+        return packed_;
+    }
+
     cpu::ThreadPool pool_;
+    cpu::PackedWeights packed_weights_;
+    std::vector<const void *> packed_;
     std::unique_ptr<OpProfile> profile_;  // TOYLLM_PROFILE=1
     std::unique_ptr<uint8_t, Free> scratch_;
     size_t scratch_bytes_ = 0;

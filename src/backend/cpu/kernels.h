@@ -16,6 +16,7 @@ struct KernelCtx {
     int nth;           // threads in the pool
     int phase;         // 0 .. n_phases - 1
     uint8_t * scratch; // shared by the node's threads, scratch_bytes(node, nth) bytes, 64-aligned
+    const void * packed = nullptr;  // matmul: src[0] packed (repack.h) when matmul_uses_packed
 };
 
 struct CpuKernel {

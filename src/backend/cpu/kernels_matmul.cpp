@@ -14,10 +14,16 @@
 //                   all activation rows by the tile kernels (matmul_tile), which decode
 //                   a weight block once for several activation rows. Both give every
 //                   output bit-identical to dot(), whatever M, the chunks or nth.
+//   a constant Q8_0/Q4_0 matrix, on CPUs with the kernels: its packed copy (repack.h),
+//                   which the backend passes in KernelCtx::packed; b's rows are
+//                   converted into the packed kernels' activation rows and each thread
+//                   takes a range of 16-row bands against all of them. Decode and
+//                   prefill give the same bits.
 //   transposed a (gradients): gemm_f32 with a as its k-major operand (b_kn), read in
 //                   place when f32, else dequantized into f32 scratch first.
 #include "backend/cpu/gemm.h"
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/repack.h"
 #include "backend/cpu/thread_pool.h"
 #include "backend/cpu/vec_dot.h"
 
@@ -44,6 +50,7 @@ struct MatmulPlan {
     bool a_kn;         // f32 a stored k-major (dim 1 contiguous): gemm's b_kn operand
     bool b_direct;     // f32 b used in place: contiguous rows, or b_km
     bool b_km;         // b stored k-major (dim 1 contiguous): gemm's a_km operand
+    bool packed;       // a's packed copy and the packed kernels (implies quant, not tiled)
     bool quant;        // dot-product path (a not f32 or one row of b per matrix; not transposed)
     bool tiled;        // quant with several activation rows per weight matrix: matmul_tile
     bool shared_a;     // one weight matrix for every row of b (a not batched), node contiguous
@@ -72,8 +79,14 @@ struct MatmulPlan {
             a_bytes = align_up(static_cast<size_t>(a->n_elements()) * sizeof(float));
             at += a_bytes;
         }
-        tiled = quant && rows_per_matrix > 1;
-        if (tiled) {
+        packed = matmul_uses_packed(node);
+        tiled = quant && !packed && rows_per_matrix > 1;
+        if (packed) {
+            b_row_bytes = static_cast<size_t>(packed_x_row_bytes(b->ne[0]));
+            b_off = at;
+            b_bytes = align_up(b_row_bytes * static_cast<size_t>(b->n_rows()));
+            at += b_bytes;
+        } else if (tiled) {
             b_row_bytes = align_up(static_cast<size_t>(tile_x_row_bytes(a->type, b->ne[0])));
             b_off = at;
             b_bytes = align_up(b_row_bytes * static_cast<size_t>(b->n_rows()));
@@ -151,7 +164,9 @@ void prepare(const KernelCtx & k, const Tensor * node, const MatmulPlan & p) {
                 src = gathered.data();
             }
             uint8_t * dst = k.scratch + p.b_off + p.b_row_bytes * static_cast<size_t>(r);
-            if (p.tiled) {
+            if (p.packed) {
+                packed_x_from_float(src, dst, b->ne[0]);
+            } else if (p.tiled) {
                 tile_x_from_float(a->type, src, dst, b->ne[0]);
             } else {
                 vd.from_float(src, dst, b->ne[0]);
@@ -205,6 +220,23 @@ void compute_tiled(const KernelCtx & k, MatTileArgs t) {
 void compute(const KernelCtx & k, Tensor * node, const MatmulPlan & p) {
     const Tensor * a = node->src[0];
     const Tensor * b = node->src[1];
+    if (p.packed) {
+        TOYLLM_ASSERT(k.packed != nullptr);
+        const RowRange bands = split_rows(packed_bands(a->ne[1]), k.ith, k.nth);
+        // One weight matrix: every row of b is a column of one product (shared_a), or
+        // each batch of b is.
+        const int64_t n_products = p.shared_a ? 1 : b->ne[2] * b->ne[3];
+        const int64_t M = p.shared_a ? b->n_rows() : b->ne[1];
+        for (int64_t i = 0; i < n_products; ++i) {
+            const int64_t i2 = i % b->ne[2], i3 = i / b->ne[2];
+            packed_matmul({.w_type = a->type, .w = k.packed, .n_rows = a->ne[1], .n = a->ne[0],
+                           .x = k.scratch + p.b_off + p.b_row_bytes * static_cast<size_t>(i * M),
+                           .x_row_bytes = static_cast<int64_t>(p.b_row_bytes), .n_cols = M,
+                           .y = at<float>(node, 0, 0, i2, i3), .ldy = node->nb[1] / static_cast<int64_t>(sizeof(float))},
+                          bands.begin, bands.end);
+        }
+        return;
+    }
     if (p.tiled && p.shared_a) {
         // Every row of b against the one weight matrix: one product with M = all rows.
         compute_tiled(k, {.w_type = a->type, .w = a->data, .w_row_bytes = a->nb[1], .n_rows = a->ne[1],

@@ -84,6 +84,29 @@ struct TileKernel {
     PackFn pack;
 };
 
+// Q8_0 / Q4_0 weights repacked in bands of kBandRows rows (repack.h): n_bands bands of
+// band_bytes from w, against n_cols activation rows of nb PackedActBlocks each. Stores
+// y[c * ldy + r] for the rows r < n_rows of the bands (the last band may be padding).
+constexpr int64_t kBandRows = 16;
+struct PackedActBlock {
+    int8_t qs[kQK];  // the Q8_0 quants
+    int32_t sum;     // their sum
+    float d;         // the Q8_0 scale, as a float
+};
+struct PackedArgs {
+    const void * w;
+    int64_t band_bytes;
+    int64_t n_bands;
+    int64_t nb;           // blocks per row
+    const void * x;
+    int64_t x_row_bytes;
+    int64_t n_cols;
+    float * y;
+    int64_t ldy;
+    int64_t n_rows;
+};
+using PackedFn = void (*)(const PackedArgs & a);
+
 struct IsaKernels {
     FromFloatFn q8_0_from_float;  // bit-identical to quantize_row(Q8_0) at every level
     FromFloatFn q8_k_from_float;  // bit-identical to ggml's quantize_row_q8_K_ref
@@ -95,6 +118,7 @@ struct IsaKernels {
 #if defined(TOYLLM_X86)
 extern const IsaKernels kAvx2Kernels;    // vec_dot_avx2.cpp; needs AVX2 + FMA + F16C
 extern const IsaKernels kAvx512Kernels;  // vec_dot_avx512.cpp; needs AVX-512 F/BW/VL/DQ + VNNI
+extern const PackedFn kAvx512Packed[kWeightKinds];  // vec_dot_packed_avx512.cpp; nullptr: none
 #endif
 
 }  // namespace toyllm::cpu::kernels

@@ -1,0 +1,165 @@
+// Packing of Q8_0 / Q4_0 weights into bands of 16 rows (repack.h) and the dispatch of
+// the packed kernels.
+#include "backend/cpu/repack.h"
+
+#include "backend/cpu/cpu_features.h"
+#include "backend/cpu/vec_dot.h"
+#include "backend/cpu/vec_dot_kernels.h"
+
+#include "toyllm/error.h"
+#include "toyllm/half.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+namespace toyllm::cpu {
+
+namespace k = kernels;
+
+static_assert(kPackedBandRows == k::kBandRows);
+static_assert(sizeof(k::PackedActBlock) == 40);
+
+namespace {
+
+// Bytes of one block of a band: 16 f16 scales and 16 rows of quants.
+int64_t band_block_bytes(DType type) { return type == DType::Q4_0 ? 32 + 16 * 16 : 32 + 16 * 32; }
+
+k::PackedFn packed_fn(DType type) {
+#if defined(TOYLLM_X86)
+    if (cpu_features().level != SimdLevel::AVX512) return nullptr;
+    if (type == DType::Q8_0) return k::kAvx512Packed[k::kQ8_0];
+    if (type == DType::Q4_0) return k::kAvx512Packed[k::kQ4_0];
+#else
+    (void)type;
+#endif
+    return nullptr;
+}
+
+bool repack_enabled() {
+    static const bool on = [] {
+        const char * env = std::getenv("TOYLLM_REPACK");
+        return env == nullptr || std::string(env) != "0";
+    }();
+    return on;
+}
+
+}  // namespace
+
+bool matmul_uses_packed(const Tensor * node) {
+    if (node->op != Op::MATMUL || node->params.i[0] != 0 || node->params.i[1] != 0) return false;
+    const Tensor * a = node->src[0];
+    if ((a->flags & TENSOR_CONSTANT) == 0 || a->data == nullptr || packed_fn(a->type) == nullptr || !repack_enabled()) {
+        return false;
+    }
+    return a->ne[2] == 1 && a->ne[3] == 1 && a->ne[0] % k::kQK == 0 &&
+           a->nb[0] == static_cast<int64_t>(dtype_info(a->type).type_size) &&
+           a->nb[1] == static_cast<int64_t>(dtype_row_bytes(a->type, a->ne[0]));
+}
+
+int64_t packed_bands(int64_t n_rows) { return (n_rows + kPackedBandRows - 1) / kPackedBandRows; }
+
+size_t packed_bytes(DType type, int64_t n_rows, int64_t n) {
+    return static_cast<size_t>(packed_bands(n_rows) * (n / k::kQK) * band_block_bytes(type));
+}
+
+void pack_bands(DType type, const void * w, int64_t w_row_bytes, int64_t n_rows, int64_t n, int64_t band_begin,
+                int64_t band_end, void * out) {
+    TOYLLM_ASSERT(type == DType::Q8_0 || type == DType::Q4_0);
+    const int64_t nb = n / k::kQK, block_bytes = band_block_bytes(type);
+    const int runs = type == DType::Q4_0 ? 4 : 8;
+    for (int64_t band = band_begin; band < band_end; ++band) {
+        auto * dst = static_cast<uint8_t *>(out) + band * nb * block_bytes;
+        for (int64_t b = 0; b < nb; ++b, dst += block_bytes) {
+            for (int64_t l = 0; l < kPackedBandRows; ++l) {
+                const int64_t r = kPackedBandRows * band + l;
+                uint16_t d = 0;
+                uint8_t q[k::kQK] = {};
+                if (r < n_rows) {
+                    const auto * row = static_cast<const uint8_t *>(w) + r * w_row_bytes;
+                    if (type == DType::Q4_0) {
+                        const auto & blk = reinterpret_cast<const k::Q4_0Block *>(row)[b];
+                        d = blk.d;
+                        std::memcpy(q, blk.qs, sizeof blk.qs);
+                    } else {
+                        const auto & blk = reinterpret_cast<const k::Q8_0Block *>(row)[b];
+                        d = blk.d;
+                        for (int i = 0; i < k::kQK; ++i) q[i] = static_cast<uint8_t>(blk.qs[i] + 128);
+                    }
+                } else {
+                    std::memset(q, type == DType::Q4_0 ? 0x88 : 0x80, sizeof q);  // zeros
+                }
+                std::memcpy(dst + 2 * l, &d, 2);
+                for (int run = 0; run < runs; ++run) std::memcpy(dst + 32 + 64 * run + 4 * l, q + 4 * run, 4);
+            }
+        }
+    }
+}
+
+int64_t packed_x_row_bytes(int64_t n) { return n / k::kQK * static_cast<int64_t>(sizeof(k::PackedActBlock)); }
+
+void packed_x_from_float(const float * x, void * out, int64_t n) {
+    const int64_t nb = n / k::kQK;
+    thread_local std::vector<k::Q8_0Block> conv;
+    conv.resize(static_cast<size_t>(nb));
+    vec_dot_for(DType::Q8_0).from_float(x, conv.data(), n);
+    auto * dst = static_cast<k::PackedActBlock *>(out);
+    for (int64_t b = 0; b < nb; ++b) {
+        std::memcpy(dst[b].qs, conv[b].qs, sizeof conv[b].qs);
+        int32_t sum = 0;
+        for (const int8_t q : conv[b].qs) sum += q;
+        dst[b].sum = sum;
+        dst[b].d = fp16_to_fp32(conv[b].d);
+    }
+}
+
+void packed_matmul(const PackedMatArgs & a, int64_t band_begin, int64_t band_end) {
+    if (band_end <= band_begin || a.n_cols <= 0) return;
+    const k::PackedFn fn = packed_fn(a.w_type);
+    TOYLLM_ASSERT(fn != nullptr);
+    const int64_t nb = a.n / k::kQK;
+    const int64_t band_bytes = nb * band_block_bytes(a.w_type);
+    fn({.w = static_cast<const uint8_t *>(a.w) + band_begin * band_bytes,
+        .band_bytes = band_bytes,
+        .n_bands = band_end - band_begin,
+        .nb = nb,
+        .x = a.x,
+        .x_row_bytes = a.x_row_bytes,
+        .n_cols = a.n_cols,
+        .y = a.y + band_begin * kPackedBandRows,
+        .ldy = a.ldy,
+        .n_rows = a.n_rows - band_begin * kPackedBandRows});
+}
+
+void PackedWeights::Free::operator()(void * p) const { std::free(p); }
+
+const void * PackedWeights::get(const Tensor * w, ThreadPool & pool) {
+    Entry & e = map_[w];
+    if (e.packed != nullptr && e.data == w->data) return e.packed.get();
+    const size_t bytes = packed_bytes(w->type, w->ne[1], w->ne[0]);
+    // 2 MiB aligned and advised, so the kernels' one stream runs over huge pages.
+    constexpr size_t kHuge = size_t{2} << 20;
+    const size_t alloc = (bytes + kHuge - 1) / kHuge * kHuge;
+    void * p = std::aligned_alloc(kHuge, alloc);
+    if (p == nullptr) throw Error("cpu backend: out of memory packing " + w->name + " (" + std::to_string(alloc) + " bytes)");
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    ::madvise(p, alloc, MADV_HUGEPAGE);  // a hint: no error when THP is off
+#endif
+    bytes_ += bytes - e.bytes;
+    e.packed.reset(static_cast<uint8_t *>(p));
+    e.data = w->data;
+    e.bytes = bytes;
+    const int64_t n_bands = packed_bands(w->ne[1]);
+    pool.run([&](int ith, int nth) {
+        const RowRange rr = split_rows(n_bands, ith, nth);
+        pack_bands(w->type, w->data, w->nb[1], w->ne[1], w->ne[0], rr.begin, rr.end, p);
+    });
+    return p;
+}
+
+}  // namespace toyllm::cpu

@@ -1,0 +1,80 @@
+// Q8_0 and Q4_0 weights repacked in bands of 16 rows for the matmul kernels of
+// vec_dot_packed_avx512.cpp, which read them as one stream and keep a band's 16 outputs
+// in one register (see that file for the arithmetic).
+//
+// Band j holds rows 16j .. 16j+15 (rows past the matrix are zero padding), block by
+// block: for block b, the 16 rows' f16 scales (32 bytes), then the quants as 4 (Q4_0) or
+// 8 (Q8_0) runs of 64 bytes, run k holding bytes 4k .. 4k+3 of each row's block in row
+// order. Q4_0 keeps its stored nibbles (q + 8); Q8_0 quants are stored + 128. A band is
+// as many bytes as its 16 rows in GGUF, so the copy costs the weights' size once more.
+//
+// Only weights whose bytes never change (TENSOR_CONSTANT: views of a model file) are
+// packed; the CPU backend packs each at its first matmul and keeps the copy while it
+// lives. TOYLLM_REPACK=0 in the environment turns packing off.
+#pragma once
+
+#include "backend/cpu/thread_pool.h"
+#include "toyllm/tensor.h"
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+
+namespace toyllm::cpu {
+
+constexpr int64_t kPackedBandRows = 16;
+
+// Whether this matmul node runs on packed weights: src[0] constant, Q8_0 or Q4_0, one
+// 2-D matrix of contiguous rows, not transposed, and the CPU has the kernels (AVX-512
+// VNNI).
+bool matmul_uses_packed(const Tensor * node);
+
+int64_t packed_bands(int64_t n_rows);
+size_t packed_bytes(DType type, int64_t n_rows, int64_t n);
+// Bands [band_begin, band_end) of the packed form of n_rows rows of n values, w_row_bytes
+// apart, into out (which holds the whole packed matrix).
+void pack_bands(DType type, const void * w, int64_t w_row_bytes, int64_t n_rows, int64_t n, int64_t band_begin,
+                int64_t band_end, void * out);
+
+// The activation rows of the packed kernels: Q8_0 quants (bit-identical to
+// quantize_row(Q8_0)), their block sums and float scales.
+int64_t packed_x_row_bytes(int64_t n);
+void packed_x_from_float(const float * x, void * out, int64_t n);
+
+// y[c * ldy + r] = row r of the packed matrix . activation row c, for the rows of bands
+// [band_begin, band_end) and every c < n_cols. Every output has the same bits whatever
+// n_cols and the band range.
+struct PackedMatArgs {
+    DType w_type;
+    const void * w;  // the packed matrix
+    int64_t n_rows;
+    int64_t n;
+    const void * x;  // first activation row (packed_x_from_float)
+    int64_t x_row_bytes;
+    int64_t n_cols;
+    float * y;
+    int64_t ldy;
+};
+void packed_matmul(const PackedMatArgs & a, int64_t band_begin, int64_t band_end);
+
+// Packed copies of constant weights, keyed by tensor, made at first use.
+class PackedWeights {
+  public:
+    // The packed copy of w, packed now on the pool's threads if new (or if w's data moved).
+    const void * get(const Tensor * w, ThreadPool & pool);
+    size_t bytes() const { return bytes_; }
+
+  private:
+    struct Free {
+        void operator()(void * p) const;
+    };
+    struct Entry {
+        const void * data = nullptr;  // w->data when packed
+        std::unique_ptr<uint8_t, Free> packed;
+        size_t bytes = 0;
+    };
+    std::unordered_map<const Tensor *, Entry> map_;
+    size_t bytes_ = 0;
+};
+
+}  // namespace toyllm::cpu

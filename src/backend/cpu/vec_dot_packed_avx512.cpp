@@ -1,0 +1,129 @@
+// AVX-512 VNNI kernels for Q8_0 and Q4_0 weights repacked in bands of 16 rows (repack.h
+// describes the layout): one int32 lane per weight row, so a band's 16 outputs grow in
+// one register, block after block, and the weights are read as one sequential stream.
+//
+// Per block of a band: the 16 rows' f16 scales (32 bytes), then the quants as 4 (Q4_0)
+// or 8 (Q8_0) registers whose lane l holds 4 bytes of row l. The activation's matching
+// 4 bytes are broadcast to every lane, so dpbusd (u8 weights x s8 activation) gives each
+// row its block dot; the weights are stored unsigned (Q4_0: nibble q + 8; Q8_0: q + 128)
+// and each dot starts from -offset * (sum of the activation block). The integer block dot
+// is exact; then per row and block, in block order:
+//     acc = fma(float(dot), f16(d_w) * d_x, acc)
+// which is the same sequence whatever the number of activation rows a call takes, so
+// decode (one row) and prefill (several) give the same bits.
+//
+// Compiled with the AVX-512 flags: no std:: templates and no non-static inline functions
+// from project headers here (see vec_dot_kernels.h).
+#include "backend/cpu/vec_dot_kernels.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include <immintrin.h>
+
+#include <cstring>
+
+namespace toyllm::cpu::kernels {
+
+namespace {
+
+// Activation dword k (bytes 4k .. 4k+3) of a block, in every lane.
+__m512i act_dword(const PackedActBlock & x, int k) {
+    int32_t v;
+    std::memcpy(&v, x.qs + 4 * k, sizeof v);
+    return _mm512_set1_epi32(v);
+}
+
+// The 16 rows' scales of a block times the activation's.
+__m512 band_scales(const uint8_t * p, const PackedActBlock & x) {
+    return _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))), _mm512_set1_ps(x.d));
+}
+
+// Q4_0: 288 bytes per block of a band; register k's lane l holds row l's quant bytes
+// 4k .. 4k+3, whose low nibbles are values 4k .. 4k+3 and high nibbles 16+4k .. 16+4k+3.
+template <int CT>
+void q4_0_band(const uint8_t * w, int64_t nb, const PackedActBlock * const * x, __m512 * acc) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int c = 0; c < CT; ++c) acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b, w += 288) {
+        __m512i lo[4], hi[4];
+        for (int k = 0; k < 4; ++k) {
+            const __m512i v = _mm512_loadu_si512(w + 32 + 64 * k);
+            lo[k] = _mm512_and_si512(v, m4);
+            hi[k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        }
+        for (int c = 0; c < CT; ++c) {
+            const PackedActBlock & xb = x[c][b];
+            __m512i dlo = _mm512_set1_epi32(-8 * xb.sum), dhi = _mm512_setzero_si512();
+            for (int k = 0; k < 4; ++k) {
+                dlo = _mm512_dpbusd_epi32(dlo, lo[k], act_dword(xb, k));
+                dhi = _mm512_dpbusd_epi32(dhi, hi[k], act_dword(xb, 4 + k));
+            }
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(dlo, dhi)), band_scales(w, xb), acc[c]);
+        }
+    }
+}
+
+// Q8_0: 544 bytes per block of a band; register k's lane l holds row l's quants 4k ..
+// 4k+3, each + 128.
+template <int CT>
+void q8_0_band(const uint8_t * w, int64_t nb, const PackedActBlock * const * x, __m512 * acc) {
+    for (int c = 0; c < CT; ++c) acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b, w += 544) {
+        __m512i q[8];
+        for (int k = 0; k < 8; ++k) q[k] = _mm512_loadu_si512(w + 32 + 64 * k);
+        for (int c = 0; c < CT; ++c) {
+            const PackedActBlock & xb = x[c][b];
+            __m512i d0 = _mm512_set1_epi32(-128 * xb.sum), d1 = _mm512_setzero_si512();
+            for (int k = 0; k < 8; k += 2) {
+                d0 = _mm512_dpbusd_epi32(d0, q[k], act_dword(xb, k));
+                d1 = _mm512_dpbusd_epi32(d1, q[k + 1], act_dword(xb, k + 1));
+            }
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)), band_scales(w, xb), acc[c]);
+        }
+    }
+}
+
+using BandFn = void (*)(const uint8_t *, int64_t, const PackedActBlock * const *, __m512 *);
+
+// One band against activation columns c0 .. c0+CT-1.
+template <int CT, BandFn Band>
+void band_columns(const PackedArgs & a, int64_t band, int64_t c0) {
+    const PackedActBlock * x[CT];
+    for (int c = 0; c < CT; ++c) {
+        x[c] = reinterpret_cast<const PackedActBlock *>(static_cast<const uint8_t *>(a.x) + (c0 + c) * a.x_row_bytes);
+    }
+    __m512 acc[CT];
+    Band(static_cast<const uint8_t *>(a.w) + band * a.band_bytes, a.nb, x, acc);
+    const int64_t r0 = kBandRows * band;
+    const int64_t left = a.n_rows - r0;
+    const __mmask16 m = left >= kBandRows ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+    for (int c = 0; c < CT; ++c) _mm512_mask_storeu_ps(a.y + (c0 + c) * a.ldy + r0, m, acc[c]);
+}
+
+// Band by band (a band stays in the cache while it meets every column), the columns in
+// fours (the weight block decoded once for four), then the rest.
+template <BandFn B1, BandFn B2, BandFn B3, BandFn B4>
+void packed_by_columns(const PackedArgs & a) {
+    for (int64_t band = 0; band < a.n_bands; ++band) {
+        int64_t c = 0;
+        for (; c + 4 <= a.n_cols; c += 4) band_columns<4, B4>(a, band, c);
+        switch (a.n_cols - c) {
+            case 3: band_columns<3, B3>(a, band, c); break;
+            case 2: band_columns<2, B2>(a, band, c); break;
+            case 1: band_columns<1, B1>(a, band, c); break;
+            default: break;
+        }
+    }
+}
+
+void packed_q4_0(const PackedArgs & a) { packed_by_columns<q4_0_band<1>, q4_0_band<2>, q4_0_band<3>, q4_0_band<4>>(a); }
+void packed_q8_0(const PackedArgs & a) { packed_by_columns<q8_0_band<1>, q8_0_band<2>, q8_0_band<3>, q8_0_band<4>>(a); }
+
+}  // namespace
+
+const PackedFn kAvx512Packed[kWeightKinds] = {nullptr, nullptr, nullptr, packed_q8_0, packed_q4_0, nullptr, nullptr};
+
+}  // namespace toyllm::cpu::kernels
