@@ -1,0 +1,248 @@
+// Q8_0 / Q4_0 weights packed in bands of 16 rows (backend/cpu/repack.h) and their
+// matmul kernels: the layout against the description in repack.h, every output against
+// a double-precision sum over the reference dequantization of both operands (the weight
+// as quant.h dequantizes it, the activation as quantize_row(Q8_0) rounds it), the same
+// bits whatever the number of activation rows, the band ranges or the thread count, and
+// the backend's use of them for constant weights only.
+#include "backend/cpu/cpu_features.h"
+#include "backend/cpu/repack.h"
+
+#include "toyllm/graph.h"
+#include "toyllm/half.h"
+#include "toyllm/ops.h"
+#include "toyllm/quant.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using toyllm::DType;
+namespace cpu = toyllm::cpu;
+
+bool have_kernels() { return cpu::cpu_features().level == cpu::SimdLevel::AVX512; }
+
+std::vector<float> random_floats(int64_t n, uint32_t seed, float scale = 1.0f) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    std::vector<float> v(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; i += 32) {  // block scales that differ
+        const float s = scale * std::ldexp(1.0f, static_cast<int>(rng() % 7) - 3);
+        for (int64_t j = i; j < n && j < i + 32; ++j) v[static_cast<size_t>(j)] = s * u(rng);
+    }
+    return v;
+}
+
+struct Matrix {
+    DType type;
+    int64_t n_rows, n;
+    std::vector<uint8_t> q;    // GGUF rows
+    std::vector<float> deq;    // their reference dequantization
+    std::vector<uint8_t> packed;
+
+    Matrix(DType t, int64_t rows, int64_t cols, uint32_t seed) : type(t), n_rows(rows), n(cols) {
+        const auto f = random_floats(rows * cols, seed);
+        q.resize(toyllm::dtype_row_bytes(t, cols) * static_cast<size_t>(rows));
+        toyllm::quantize_row(t, f.data(), q.data(), rows * cols);
+        deq.resize(f.size());
+        toyllm::dequantize_row(t, q.data(), deq.data(), rows * cols);
+        packed.resize(cpu::packed_bytes(t, rows, cols));
+        cpu::pack_bands(t, q.data(), row_bytes(), rows, cols, 0, cpu::packed_bands(rows), packed.data());
+    }
+    int64_t row_bytes() const { return static_cast<int64_t>(toyllm::dtype_row_bytes(type, n)); }
+};
+
+struct Activations {
+    std::vector<uint8_t> packed;  // packed_x_from_float rows
+    std::vector<float> deq;       // the Q8_0 rounding of each row, dequantized
+    int64_t row_bytes;
+};
+
+Activations make_activations(int64_t n, int64_t m, uint32_t seed) {
+    Activations a;
+    a.row_bytes = cpu::packed_x_row_bytes(n);
+    const auto x = random_floats(n * m, seed, 3.0f);
+    a.packed.resize(static_cast<size_t>(a.row_bytes * m));
+    a.deq.resize(x.size());
+    std::vector<uint8_t> q8(toyllm::dtype_row_bytes(DType::Q8_0, n));
+    for (int64_t c = 0; c < m; ++c) {
+        cpu::packed_x_from_float(x.data() + c * n, a.packed.data() + c * a.row_bytes, n);
+        toyllm::quantize_row(DType::Q8_0, x.data() + c * n, q8.data(), n);
+        toyllm::dequantize_row(DType::Q8_0, q8.data(), a.deq.data() + c * n, n);
+    }
+    return a;
+}
+
+// y[c * ldy + r] for all bands, rows past n_rows left as they were.
+std::vector<float> run_packed(const Matrix & w, const Activations & x, int64_t m, int64_t ldy, int64_t band_begin,
+                              int64_t band_end, std::vector<float> y) {
+    cpu::packed_matmul({.w_type = w.type, .w = w.packed.data(), .n_rows = w.n_rows, .n = w.n, .x = x.packed.data(),
+                        .x_row_bytes = x.row_bytes, .n_cols = m, .y = y.data(), .ldy = ldy},
+                       band_begin, band_end);
+    return y;
+}
+
+TEST(Repack, LayoutIsTheOneRepackHDescribes) {
+    for (DType t : {DType::Q8_0, DType::Q4_0}) {
+        SCOPED_TRACE(std::string(toyllm::dtype_name(t)));
+        const Matrix w(t, 21, 64, 3);  // two bands, the second with 5 rows and 11 of padding
+        const int64_t nb = 2, block_bytes = t == DType::Q4_0 ? 288 : 544, runs = t == DType::Q4_0 ? 4 : 8;
+        ASSERT_EQ(w.packed.size(), static_cast<size_t>(2 * nb * block_bytes));
+        const size_t block_q = t == DType::Q4_0 ? 18 : 34;
+        for (int64_t band = 0; band < 2; ++band) {
+            for (int64_t b = 0; b < nb; ++b) {
+                const uint8_t * blk = w.packed.data() + (band * nb + b) * block_bytes;
+                for (int64_t l = 0; l < 16; ++l) {
+                    const int64_t r = 16 * band + l;
+                    uint16_t d;
+                    std::memcpy(&d, blk + 2 * l, 2);
+                    const uint8_t * src = w.q.data() + r * w.row_bytes() + b * static_cast<int64_t>(block_q);
+                    if (r >= w.n_rows) {
+                        EXPECT_EQ(d, 0);
+                    } else {
+                        uint16_t want;
+                        std::memcpy(&want, src, 2);
+                        EXPECT_EQ(d, want) << "row " << r << " block " << b;
+                    }
+                    for (int64_t k = 0; k < runs; ++k) {
+                        for (int i = 0; i < 4; ++i) {
+                            const uint8_t got = blk[32 + 64 * k + 4 * l + i];
+                            // Padding is zero-valued: nibble 8 (Q4_0), 128 (Q8_0).
+                            uint8_t want = t == DType::Q4_0 ? 0x88 : 0x80;
+                            if (r < w.n_rows) want = t == DType::Q4_0 ? src[2 + 4 * k + i] : static_cast<uint8_t>(src[2 + 4 * k + i] + 128);
+                            EXPECT_EQ(got, want) << "row " << r << " block " << b << " run " << k;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// The block dots are exact integers and the cross-block sum is one fma chain per output,
+// so the result is within a few roundings per block of the exact sum: 1e-5 of sum |w x|.
+TEST(Repack, MatmulMatchesDequantizedReference) {
+    if (!have_kernels()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: the packed kernels are not used";
+    for (DType t : {DType::Q8_0, DType::Q4_0}) {
+        for (int64_t n_rows : {1, 16, 37}) {
+            for (int64_t n : {32, 96, 576, 2048}) {
+                SCOPED_TRACE(std::string(toyllm::dtype_name(t)) + " " + std::to_string(n_rows) + " x " + std::to_string(n));
+                const Matrix w(t, n_rows, n, static_cast<uint32_t>(n_rows * 7 + n));
+                const int64_t m = 7, ldy = n_rows + 3;
+                const Activations x = make_activations(n, m, static_cast<uint32_t>(n + 1));
+                const float sentinel = -12345.0f;
+                const auto y = run_packed(w, x, m, ldy, 0, cpu::packed_bands(n_rows),
+                                          std::vector<float>(static_cast<size_t>(ldy * m), sentinel));
+                for (int64_t c = 0; c < m; ++c) {
+                    for (int64_t r = 0; r < ldy; ++r) {
+                        const float got = y[static_cast<size_t>(c * ldy + r)];
+                        if (r >= n_rows) {
+                            EXPECT_EQ(got, sentinel) << "row " << r << " past the matrix was written";
+                            continue;
+                        }
+                        double sum = 0.0, mag = 0.0;
+                        for (int64_t i = 0; i < n; ++i) {
+                            const double p = static_cast<double>(w.deq[static_cast<size_t>(r * n + i)]) *
+                                             x.deq[static_cast<size_t>(c * n + i)];
+                            sum += p;
+                            mag += std::fabs(p);
+                        }
+                        EXPECT_NEAR(got, sum, 1e-5 * mag + 1e-30) << "row " << r << " column " << c;
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST(Repack, BitsDoNotDependOnColumnsOrBandRanges) {
+    if (!have_kernels()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: the packed kernels are not used";
+    for (DType t : {DType::Q8_0, DType::Q4_0}) {
+        SCOPED_TRACE(std::string(toyllm::dtype_name(t)));
+        const int64_t n_rows = 75, n = 576, m = 9, bands = cpu::packed_bands(n_rows);
+        const Matrix w(t, n_rows, n, 5);
+        const Activations x = make_activations(n, m, 6);
+        const std::vector<float> zeros(static_cast<size_t>(n_rows * m));
+        const auto all = run_packed(w, x, m, n_rows, 0, bands, zeros);
+        // Band ranges one by one.
+        std::vector<float> split = zeros;
+        for (int64_t b = 0; b < bands; ++b) split = run_packed(w, x, m, n_rows, b, b + 1, split);
+        EXPECT_EQ(std::memcmp(all.data(), split.data(), all.size() * sizeof(float)), 0);
+        // Each column alone.
+        for (int64_t c = 0; c < m; ++c) {
+            Activations one{.packed = {}, .deq = {}, .row_bytes = x.row_bytes};
+            one.packed.assign(x.packed.begin() + c * x.row_bytes, x.packed.begin() + (c + 1) * x.row_bytes);
+            const auto y = run_packed(w, one, 1, n_rows, 0, bands, std::vector<float>(static_cast<size_t>(n_rows)));
+            EXPECT_EQ(std::memcmp(y.data(), all.data() + c * n_rows, static_cast<size_t>(n_rows) * sizeof(float)), 0)
+                << "column " << c;
+        }
+    }
+}
+
+// Through the backend: a constant weight takes the packed path (its results are the
+// packed kernel's, not the plain one's), batches and thread counts do not change a bit,
+// and a weight whose data pointer moves is packed again.
+TEST(Repack, BackendPacksConstantWeights) {
+    if (!have_kernels()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: the packed kernels are not used";
+    for (DType t : {DType::Q8_0, DType::Q4_0}) {
+        SCOPED_TRACE(std::string(toyllm::dtype_name(t)));
+        const int64_t K = 576, N = 75, M = 5, B = 2;
+        const Matrix w1(t, N, K, 21), w2(t, N, K, 22);
+        const Activations xs = make_activations(K, M * B, 23);
+        const auto xf = random_floats(K * M * B, 23, 3.0f);  // the same floats make_activations drew
+
+        toyllm::Context ctx;
+        toyllm::Tensor * w = ctx.new_tensor(t, {K, N}, "w");
+        toyllm::Tensor * x = ctx.new_tensor(DType::F32, {K, M, B}, "x");
+        ctx.alloc(x);
+        std::vector<uint8_t> q1 = w1.q, q2 = w2.q;
+        ctx.set_external(w, q1.data(), nullptr);
+        w->flags |= toyllm::TENSOR_CONSTANT;
+        std::memcpy(x->data, xf.data(), xf.size() * sizeof(float));
+        toyllm::Tensor * y = toyllm::matmul(ctx, w, x);
+        toyllm::Graph g;
+        g.build_forward(y);
+        ASSERT_TRUE(cpu::matmul_uses_packed(y));
+
+        const auto want1 = run_packed(w1, xs, M * B, N, 0, cpu::packed_bands(N), std::vector<float>(static_cast<size_t>(N * M * B)));
+        const auto want2 = run_packed(w2, xs, M * B, N, 0, cpu::packed_bands(N), std::vector<float>(static_cast<size_t>(N * M * B)));
+        for (int nth = 1; nth <= 3; ++nth) {
+            auto be = toyllm::make_backend("cpu", {.n_threads = nth});
+            w->data = q1.data();
+            be->compute(g);
+            EXPECT_EQ(std::memcmp(y->data, want1.data(), want1.size() * sizeof(float)), 0) << nth << " threads";
+            w->data = q2.data();
+            be->compute(g);
+            EXPECT_EQ(std::memcmp(y->data, want2.data(), want2.size() * sizeof(float)), 0) << nth << " threads, moved";
+        }
+        // Without the flag the plain kernels run: close to the packed result, other bits.
+        w->flags &= ~toyllm::TENSOR_CONSTANT;
+        EXPECT_FALSE(cpu::matmul_uses_packed(y));
+        auto be = toyllm::make_backend("cpu", {.n_threads = 2});
+        be->compute(g);
+        const auto * got = static_cast<const float *>(y->data);
+        for (size_t i = 0; i < want2.size(); ++i) EXPECT_NEAR(got[i], want2[i], 1e-3 * (1.0 + std::fabs(want2[i])));
+    }
+}
+
+TEST(Repack, OnlyPlainConstantMatricesArePacked) {
+    if (!have_kernels()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: the packed kernels are not used";
+    toyllm::Context ctx;
+    toyllm::Tensor * w = ctx.new_tensor(DType::Q4_0, {64, 8}, "w");
+    toyllm::Tensor * wf = ctx.new_tensor(DType::F32, {64, 8}, "wf");
+    toyllm::Tensor * x = ctx.new_tensor(DType::F32, {64, 2}, "x");
+    for (toyllm::Tensor * t : {w, wf, x}) ctx.alloc(t);
+    w->flags |= toyllm::TENSOR_CONSTANT;
+    wf->flags |= toyllm::TENSOR_CONSTANT;
+    EXPECT_TRUE(cpu::matmul_uses_packed(toyllm::matmul(ctx, w, x)));
+    EXPECT_FALSE(cpu::matmul_uses_packed(toyllm::matmul(ctx, wf, x)));  // f32: not packed
+    ctx.set_param(wf);
+    EXPECT_EQ(wf->flags & toyllm::TENSOR_CONSTANT, 0u);  // a parameter is written by its optimizer
+}
+
+}  // namespace
