@@ -19,6 +19,10 @@
 //               of W (>= 256 MiB in all) are cycled so that every product reads DRAM.
 //               GB/s counts the weight bytes; vs_triad and vs_read divide it by the
 //               triad and read bandwidth with the same thread count (measured first).
+//   matvec/<type>_packed/<rows>x<cols>/tN
+//               the same for Q8_0 and Q4_0 weights packed in bands of 16 rows
+//               (backend/cpu/repack.h), as the CPU backend runs constant weights, on
+//               CPUs with the packed kernels (AVX-512 VNNI). Conversion of x included.
 //   matvec_hot/<type>/<rows>x<cols>/t1
 //               one copy of W, warm in the caches (when it fits in L3).
 //   matvec_l2/<type>/<rows>x2048/t1
@@ -27,6 +31,7 @@
 //
 // Run: build/<dir>/bin/bench_matvec [--benchmark_filter=...]
 #include "backend/cpu/cpu_features.h"
+#include "backend/cpu/repack.h"
 #include "backend/cpu/thread_pool.h"
 #include "backend/cpu/vec_dot.h"
 #include "backend/cpu/vec_math.h"
@@ -43,6 +48,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -152,6 +158,7 @@ struct Weights {
     size_t matrix_bytes = 0;
     int64_t copies = 0;
     std::vector<uint8_t> data;
+    std::vector<uint8_t> packed;  // the copies packed (repack.h), made on first use
 };
 
 const Weights & weights(DType t, int64_t rows, int64_t cols) {
@@ -182,7 +189,26 @@ struct MatvecCase {
     int64_t rows, cols;
     int n_threads;
     bool cold;
+    bool packed = false;
 };
+
+// The copies of w packed, each where its plain copy is (rows are a multiple of 16 here,
+// so a packed matrix has the plain one's size).
+const std::vector<uint8_t> & packed_copies(const Weights & w) {
+    auto & out = const_cast<Weights &>(w).packed;
+    if (!out.empty()) return out;
+    const size_t bytes = toyllm::cpu::packed_bytes(w.type, w.rows, w.cols);
+    if (bytes != w.matrix_bytes) throw std::runtime_error("packed matrices must have the plain size");
+    out.resize(w.data.size());
+    const int64_t row_bytes = static_cast<int64_t>(toyllm::dtype_row_bytes(w.type, w.cols));
+    for (int64_t c = 0; c < w.copies; ++c) {
+        toyllm::cpu::pack_bands(w.type, w.data.data() + w.matrix_bytes * static_cast<size_t>(c), row_bytes, w.rows,
+                                w.cols, 0, toyllm::cpu::packed_bands(w.rows), out.data() + bytes * static_cast<size_t>(c));
+    }
+    return out;
+}
+
+void report_matvec(benchmark::State & state, const MatvecCase & mc, const Weights & w, double sec);
 
 void bm_matvec(benchmark::State & state, MatvecCase mc) {
     const Weights & w = weights(mc.type, mc.rows, mc.cols);
@@ -198,6 +224,30 @@ void bm_matvec(benchmark::State & state, MatvecCase mc) {
     std::vector<float> y(static_cast<size_t>(mc.rows));
     ThreadPool & tp = pool(mc.n_threads);
     int64_t copy = 0;
+    if (mc.packed) {
+        const std::vector<uint8_t> & packed = packed_copies(w);
+        const int64_t n_bands = toyllm::cpu::packed_bands(mc.rows);
+        const double sec = timed_loop(state, [&] {
+            toyllm::cpu::packed_x_from_float(x.data(), x_conv.data(), mc.cols);
+            const toyllm::cpu::PackedMatArgs args{.w_type = mc.type,
+                                                  .w = packed.data() + w.matrix_bytes * static_cast<size_t>(copy),
+                                                  .n_rows = mc.rows,
+                                                  .n = mc.cols,
+                                                  .x = x_conv.data(),
+                                                  .x_row_bytes = toyllm::cpu::packed_x_row_bytes(mc.cols),
+                                                  .n_cols = 1,
+                                                  .y = y.data(),
+                                                  .ldy = mc.rows};
+            tp.run([&](int ith, int nth) {
+                const auto r = toyllm::cpu::split_rows(n_bands, ith, nth);
+                toyllm::cpu::packed_matmul(args, r.begin, r.end);
+            });
+            copy = copy + 1 == n_copies ? 0 : copy + 1;
+            benchmark::DoNotOptimize(y.data());
+        });
+        report_matvec(state, mc, w, sec);
+        return;
+    }
     const double sec = timed_loop(state, [&] {
         vd.from_float(x.data(), x_conv.data(), mc.cols);
         const toyllm::cpu::MatVecArgs args{.w_type = mc.type,
@@ -213,11 +263,29 @@ void bm_matvec(benchmark::State & state, MatvecCase mc) {
         copy = copy + 1 == n_copies ? 0 : copy + 1;
         benchmark::DoNotOptimize(y.data());
     });
+    report_matvec(state, mc, w, sec);
+}
+
+void report_matvec(benchmark::State & state, const MatvecCase & mc, const Weights & w, double sec) {
     set_gbs(state, static_cast<double>(w.matrix_bytes), sec);
     const double gbs = state.counters["GB/s"];
     if (mc.cold && g_triad_gbs.count(mc.n_threads)) state.counters["vs_triad"] = gbs / g_triad_gbs[mc.n_threads];
     if (mc.cold && g_read_gbs.count(mc.n_threads)) state.counters["vs_read"] = gbs / g_read_gbs[mc.n_threads];
     state.counters["us/matvec"] = sec / static_cast<double>(state.iterations()) * 1e6;
+}
+
+// Whether this CPU runs packed weights of this type (as the backend decides).
+bool has_packed(DType type) {
+    toyllm::Tensor w, x, y;
+    w.type = type;
+    w.ne = {2048, 16, 1, 1};
+    w.nb = {static_cast<int64_t>(toyllm::dtype_info(type).type_size), static_cast<int64_t>(toyllm::dtype_row_bytes(type, 2048)), 0, 0};
+    w.flags = toyllm::TENSOR_CONSTANT;
+    static uint8_t dummy;
+    w.data = &dummy;
+    y.op = toyllm::Op::MATMUL;
+    y.src = {&w, &x};
+    return toyllm::cpu::matmul_uses_packed(&y);
 }
 
 }  // namespace
@@ -247,6 +315,13 @@ int main(int argc, char ** argv) {
                                              bm_matvec, MatvecCase{type, rows, cols, t, true})
                     ->UseRealTime()->Unit(benchmark::kMicrosecond);
             }
+            if (has_packed(type)) {
+                for (int t : {1, 2}) {
+                    benchmark::RegisterBenchmark(("matvec/" + tn + "_packed/" + shape + "/t" + std::to_string(t)).c_str(),
+                                                 bm_matvec, MatvecCase{type, rows, cols, t, true, true})
+                        ->UseRealTime()->Unit(benchmark::kMicrosecond);
+                }
+            }
             benchmark::RegisterBenchmark(("matvec_hot/" + tn + "/" + shape + "/t1").c_str(), bm_matvec,
                                          MatvecCase{type, rows, cols, 1, false})
                 ->UseRealTime()->Unit(benchmark::kMicrosecond);
@@ -258,6 +333,12 @@ int main(int argc, char ** argv) {
         benchmark::RegisterBenchmark(("matvec_l2/" + std::string(toyllm::dtype_name(type)) + "/" + std::to_string(rows) + "x2048/t1").c_str(),
                                      bm_matvec, MatvecCase{type, rows, cols, 1, false})
             ->UseRealTime()->Unit(benchmark::kMicrosecond);
+        if (has_packed(type)) {
+            const int64_t prow = (rows + 15) / 16 * 16;
+            benchmark::RegisterBenchmark(("matvec_l2/" + std::string(toyllm::dtype_name(type)) + "_packed/" + std::to_string(prow) + "x2048/t1").c_str(),
+                                         bm_matvec, MatvecCase{type, prow, cols, 1, false, true})
+                ->UseRealTime()->Unit(benchmark::kMicrosecond);
+        }
     }
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
