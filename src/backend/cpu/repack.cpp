@@ -49,6 +49,22 @@ bool repack_enabled() {
     return on;
 }
 
+// The plain copy of a packed weight is rarely read again (get_rows of tied embeddings),
+// so its whole pages are advised out of memory: those of a mapped file leave the
+// process's resident set and come back from the file if read; memory of the process's
+// own (--no-mmap) stays unless there is swap. A hint that keeps the data either way.
+void release_pages(const void * data, size_t bytes) {
+#if defined(__linux__) && defined(MADV_PAGEOUT)
+    const auto page = static_cast<uintptr_t>(4096);
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) / page * page;
+    if (end > begin) ::madvise(reinterpret_cast<void *>(begin), end - begin, MADV_PAGEOUT);
+#else
+    (void)data;
+    (void)bytes;
+#endif
+}
+
 }  // namespace
 
 bool matmul_uses_packed(const Tensor * node) {
@@ -142,13 +158,15 @@ const void * PackedWeights::get(const Tensor * w, ThreadPool & pool) {
     Entry & e = map_[w];
     if (e.packed != nullptr && e.data == w->data) return e.packed.get();
     const size_t bytes = packed_bytes(w->type, w->ne[1], w->ne[0]);
-    // 2 MiB aligned and advised, so the kernels' one stream runs over huge pages.
+    // Large matrices 2 MiB aligned and advised, so the kernels' one stream runs over
+    // huge pages; small ones (a few bands) would waste most of a huge page.
     constexpr size_t kHuge = size_t{2} << 20;
-    const size_t alloc = (bytes + kHuge - 1) / kHuge * kHuge;
-    void * p = std::aligned_alloc(kHuge, alloc);
+    const size_t align = bytes >= 2 * kHuge ? kHuge : 64;
+    const size_t alloc = (bytes + align - 1) / align * align;
+    void * p = std::aligned_alloc(align, alloc);
     if (p == nullptr) throw Error("cpu backend: out of memory packing " + w->name + " (" + std::to_string(alloc) + " bytes)");
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    ::madvise(p, alloc, MADV_HUGEPAGE);  // a hint: no error when THP is off
+    if (align == kHuge) ::madvise(p, alloc, MADV_HUGEPAGE);  // a hint: no error when THP is off
 #endif
     bytes_ += bytes - e.bytes;
     e.packed.reset(static_cast<uint8_t *>(p));
@@ -159,6 +177,7 @@ const void * PackedWeights::get(const Tensor * w, ThreadPool & pool) {
         const RowRange rr = split_rows(n_bands, ith, nth);
         pack_bands(w->type, w->data, w->nb[1], w->ne[1], w->ne[0], rr.begin, rr.end, p);
     });
+    release_pages(w->data, static_cast<size_t>(w->nb[1] * w->ne[1]));
     return p;
 }
 
