@@ -20,7 +20,7 @@
 //               GB/s counts the weight bytes; vs_triad and vs_read divide it by the
 //               triad and read bandwidth with the same thread count (measured first).
 //   matvec/<type>_packed/<rows>x<cols>/tN
-//               the same for Q8_0 and Q4_0 weights packed in bands of 16 rows
+//               the same for Q8_0, Q4_0 and Q4_K weights packed in bands of 16 rows
 //               (backend/cpu/repack.h), as the CPU backend runs constant weights, on
 //               CPUs with the packed kernels (AVX-512 VNNI). Conversion of x included.
 //   matvec_hot/<type>/<rows>x<cols>/t1
@@ -48,7 +48,6 @@
 #include <map>
 #include <memory>
 #include <random>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -192,14 +191,13 @@ struct MatvecCase {
     bool packed = false;
 };
 
-// The copies of w packed, each where its plain copy is (rows are a multiple of 16 here,
-// so a packed matrix has the plain one's size).
+// The copies of w packed, one after the other (a Q8_0 / Q4_0 matrix of whole bands has
+// the plain one's size, a Q4_K one 2368 / 2304 of it).
 const std::vector<uint8_t> & packed_copies(const Weights & w) {
     auto & out = const_cast<Weights &>(w).packed;
     if (!out.empty()) return out;
     const size_t bytes = toyllm::cpu::packed_bytes(w.type, w.rows, w.cols);
-    if (bytes != w.matrix_bytes) throw std::runtime_error("packed matrices must have the plain size");
-    out.resize(w.data.size());
+    out.resize(bytes * static_cast<size_t>(w.copies));
     const int64_t row_bytes = static_cast<int64_t>(toyllm::dtype_row_bytes(w.type, w.cols));
     for (int64_t c = 0; c < w.copies; ++c) {
         toyllm::cpu::pack_bands(w.type, w.data.data() + w.matrix_bytes * static_cast<size_t>(c), row_bytes, w.rows,
@@ -208,7 +206,7 @@ const std::vector<uint8_t> & packed_copies(const Weights & w) {
     return out;
 }
 
-void report_matvec(benchmark::State & state, const MatvecCase & mc, const Weights & w, double sec);
+void report_matvec(benchmark::State & state, const MatvecCase & mc, size_t matrix_bytes, double sec);
 
 void bm_matvec(benchmark::State & state, MatvecCase mc) {
     const Weights & w = weights(mc.type, mc.rows, mc.cols);
@@ -226,15 +224,16 @@ void bm_matvec(benchmark::State & state, MatvecCase mc) {
     int64_t copy = 0;
     if (mc.packed) {
         const std::vector<uint8_t> & packed = packed_copies(w);
+        const size_t packed_bytes = toyllm::cpu::packed_bytes(mc.type, mc.rows, mc.cols);
         const int64_t n_bands = toyllm::cpu::packed_bands(mc.rows);
         const double sec = timed_loop(state, [&] {
-            toyllm::cpu::packed_x_from_float(x.data(), x_conv.data(), mc.cols);
+            toyllm::cpu::packed_x_from_float(mc.type, x.data(), x_conv.data(), mc.cols);
             const toyllm::cpu::PackedMatArgs args{.w_type = mc.type,
-                                                  .w = packed.data() + w.matrix_bytes * static_cast<size_t>(copy),
+                                                  .w = packed.data() + packed_bytes * static_cast<size_t>(copy),
                                                   .n_rows = mc.rows,
                                                   .n = mc.cols,
                                                   .x = x_conv.data(),
-                                                  .x_row_bytes = toyllm::cpu::packed_x_row_bytes(mc.cols),
+                                                  .x_row_bytes = toyllm::cpu::packed_x_row_bytes(mc.type, mc.cols),
                                                   .n_cols = 1,
                                                   .y = y.data(),
                                                   .ldy = mc.rows};
@@ -245,7 +244,7 @@ void bm_matvec(benchmark::State & state, MatvecCase mc) {
             copy = copy + 1 == n_copies ? 0 : copy + 1;
             benchmark::DoNotOptimize(y.data());
         });
-        report_matvec(state, mc, w, sec);
+        report_matvec(state, mc, packed_bytes, sec);
         return;
     }
     const double sec = timed_loop(state, [&] {
@@ -263,11 +262,12 @@ void bm_matvec(benchmark::State & state, MatvecCase mc) {
         copy = copy + 1 == n_copies ? 0 : copy + 1;
         benchmark::DoNotOptimize(y.data());
     });
-    report_matvec(state, mc, w, sec);
+    report_matvec(state, mc, w.matrix_bytes, sec);
 }
 
-void report_matvec(benchmark::State & state, const MatvecCase & mc, const Weights & w, double sec) {
-    set_gbs(state, static_cast<double>(w.matrix_bytes), sec);
+// GB/s of the weight bytes one product reads (the packed copy's for packed cases).
+void report_matvec(benchmark::State & state, const MatvecCase & mc, size_t matrix_bytes, double sec) {
+    set_gbs(state, static_cast<double>(matrix_bytes), sec);
     const double gbs = state.counters["GB/s"];
     if (mc.cold && g_triad_gbs.count(mc.n_threads)) state.counters["vs_triad"] = gbs / g_triad_gbs[mc.n_threads];
     if (mc.cold && g_read_gbs.count(mc.n_threads)) state.counters["vs_read"] = gbs / g_read_gbs[mc.n_threads];

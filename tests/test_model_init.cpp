@@ -4,6 +4,7 @@
 
 #include "toyllm/graph.h"
 #include "toyllm/model_init.h"
+#include "toyllm/session.h"
 
 #include <gtest/gtest.h>
 
@@ -103,6 +104,34 @@ TEST(ModelInit, BatchNeighboursDoNotChangeASequence) {
         const auto batch = logits_of(*m, {{9, 8, 7, 6, 5, 4}, s, {1, 1, 1, 1, 1, 1}, {50, 60, 70, 80, 90, 96}}, 2);
         ASSERT_EQ(batch.size(), 4 * alone.size());
         EXPECT_EQ(std::memcmp(alone.data(), batch.data() + alone.size(), alone.size() * 4), 0) << dtype_name(type);
+    }
+}
+
+// Q8_0, Q4_0 and Q4_K weights run packed on AVX-512 VNNI (and plain elsewhere): a
+// prompt's logits are the same bits fed at once and one token at a time (decode's
+// matrix-vector products against prefill's several-row ones).
+TEST(ModelInit, DecodeAndPrefillAgreeForEveryQuantizedType) {
+    toyllm::testing::TempDir tmp;
+    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
+        const std::string path = (tmp / "m.gguf").string();
+        ModelConfig c = tiny(Arch::LLAMA);
+        c.n_embd = 256;  // Q4_K rows are multiples of 256
+        c.head_dim = 64;
+        c.n_ff = 512;
+        write_random_model(c, {.type = type, .seed = 3}, path);
+        const auto m = Model::load(path);
+        const std::vector<int32_t> ids = {1, 5, 9, 33, 2, 96, 40};
+        Session whole(*m, {.n_ctx = 16, .n_threads = 2});
+        const auto want = whole.eval(ids, true);
+        Session one(*m, {.n_ctx = 16, .n_threads = 2});
+        std::vector<float> got;
+        for (int32_t id : ids) {
+            const auto l = one.eval(std::span<const int32_t>(&id, 1), true);
+            got.insert(got.end(), l.begin(), l.end());
+        }
+        ASSERT_EQ(got.size(), want.size());
+        for (float x : want) ASSERT_TRUE(std::isfinite(x)) << dtype_name(type);
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * 4), 0) << dtype_name(type);
     }
 }
 

@@ -1,11 +1,13 @@
-// Q8_0 / Q4_0 weights packed in bands of 16 rows (backend/cpu/repack.h) and their
+// Q8_0 / Q4_0 / Q4_K weights packed in bands of 16 rows (backend/cpu/repack.h) and their
 // matmul kernels: the layout against the description in repack.h, every output against
 // a double-precision sum over the reference dequantization of both operands (the weight
-// as quant.h dequantizes it, the activation as quantize_row(Q8_0) rounds it), the same
+// as quant.h dequantizes it, the activation as quantize_row(Q8_0) rounds it, or for Q4_K
+// the Q8_K row of vec_dot_for(Q4_K), tested against ggml's formula in test_vec_dot), the same
 // bits whatever the number of activation rows, the band ranges or the thread count, and
 // the backend's use of them for constant weights only.
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/repack.h"
+#include "backend/cpu/vec_dot.h"
 
 #include "toyllm/graph.h"
 #include "toyllm/half.h"
@@ -63,17 +65,25 @@ struct Activations {
     int64_t row_bytes;
 };
 
-Activations make_activations(int64_t n, int64_t m, uint32_t seed) {
+Activations make_activations(DType w, int64_t n, int64_t m, uint32_t seed) {
     Activations a;
-    a.row_bytes = cpu::packed_x_row_bytes(n);
+    a.row_bytes = cpu::packed_x_row_bytes(w, n);
     const auto x = random_floats(n * m, seed, 3.0f);
     a.packed.resize(static_cast<size_t>(a.row_bytes * m));
     a.deq.resize(x.size());
     std::vector<uint8_t> q8(toyllm::dtype_row_bytes(DType::Q8_0, n));
+    std::vector<cpu::BlockQ8_K> q8k(static_cast<size_t>(n / 256 + 1));
     for (int64_t c = 0; c < m; ++c) {
-        cpu::packed_x_from_float(x.data() + c * n, a.packed.data() + c * a.row_bytes, n);
-        toyllm::quantize_row(DType::Q8_0, x.data() + c * n, q8.data(), n);
-        toyllm::dequantize_row(DType::Q8_0, q8.data(), a.deq.data() + c * n, n);
+        const float * xc = x.data() + c * n;
+        float * deq = a.deq.data() + c * n;
+        cpu::packed_x_from_float(w, xc, a.packed.data() + c * a.row_bytes, n);
+        if (w == DType::Q4_K) {
+            cpu::vec_dot_for(w).from_float(xc, q8k.data(), n);
+            for (int64_t i = 0; i < n; ++i) deq[i] = q8k[static_cast<size_t>(i / 256)].d * q8k[static_cast<size_t>(i / 256)].qs[i % 256];
+        } else {
+            toyllm::quantize_row(DType::Q8_0, xc, q8.data(), n);
+            toyllm::dequantize_row(DType::Q8_0, q8.data(), deq, n);
+        }
     }
     return a;
 }
@@ -88,7 +98,7 @@ std::vector<float> run_packed(const Matrix & w, const Activations & x, int64_t m
 }
 
 TEST(Repack, LayoutIsTheOneRepackHDescribes) {
-    for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    for (DType t : {DType::Q8_0, DType::Q4_0}) {  // Q4_K: Q4_KLayoutIsTheOneRepackHDescribes
         SCOPED_TRACE(std::string(toyllm::dtype_name(t)));
         const Matrix w(t, 21, 64, 3);  // two bands, the second with 5 rows and 11 of padding
         const int64_t nb = 2, block_bytes = t == DType::Q4_0 ? 288 : 544, runs = t == DType::Q4_0 ? 4 : 8;
@@ -124,17 +134,55 @@ TEST(Repack, LayoutIsTheOneRepackHDescribes) {
     }
 }
 
+TEST(Repack, Q4_KLayoutIsTheOneRepackHDescribes) {
+    const Matrix w(DType::Q4_K, 19, 512, 4);  // two bands, the second with 3 rows
+    const int64_t nb = 2, block_bytes = 2368;
+    ASSERT_EQ(w.packed.size(), static_cast<size_t>(2 * nb * block_bytes));
+    for (int64_t band = 0; band < 2; ++band) {
+        for (int64_t b = 0; b < nb; ++b) {
+            const uint8_t * blk = w.packed.data() + (band * nb + b) * block_bytes;
+            for (int64_t l = 0; l < 16; ++l) {
+                const int64_t r = 16 * band + l;
+                const toyllm::BlockQ4_K * src =
+                    r < w.n_rows ? reinterpret_cast<const toyllm::BlockQ4_K *>(w.q.data() + r * w.row_bytes()) + b : nullptr;
+                uint16_t d, dmin;
+                std::memcpy(&d, blk + 2 * l, 2);
+                std::memcpy(&dmin, blk + 32 + 2 * l, 2);
+                EXPECT_EQ(d, src ? src->d : 0) << "row " << r;
+                EXPECT_EQ(dmin, src ? src->dmin : 0) << "row " << r;
+                for (int j = 0; j < 8; ++j) {
+                    // ggml's get_scale_min_k4, written out.
+                    int sc = 0, m = 0;
+                    if (src) {
+                        const uint8_t * q = src->scales;
+                        sc = j < 4 ? q[j] & 63 : (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+                        m = j < 4 ? q[j + 4] & 63 : (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+                    }
+                    EXPECT_EQ(blk[64 + 16 * j + l], sc) << "row " << r << " sub-block " << j;
+                    EXPECT_EQ(blk[192 + 16 * j + l], m) << "row " << r << " sub-block " << j;
+                }
+                for (int run = 0; run < 32; ++run) {
+                    for (int i = 0; i < 4; ++i) {
+                        EXPECT_EQ(blk[320 + 64 * run + 4 * l + i], src ? src->qs[4 * run + i] : 0) << "row " << r << " run " << run;
+                    }
+                }
+            }
+        }
+    }
+}
+
 // The block dots are exact integers and the cross-block sum is one fma chain per output,
 // so the result is within a few roundings per block of the exact sum: 1e-5 of sum |w x|.
 TEST(Repack, MatmulMatchesDequantizedReference) {
     if (!have_kernels()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: the packed kernels are not used";
-    for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
         for (int64_t n_rows : {1, 16, 37}) {
-            for (int64_t n : {32, 96, 576, 2048}) {
+            for (int64_t n : {32, 96, 256, 576, 2048}) {
+                if (n % toyllm::dtype_info(t).block_size != 0) continue;
                 SCOPED_TRACE(std::string(toyllm::dtype_name(t)) + " " + std::to_string(n_rows) + " x " + std::to_string(n));
                 const Matrix w(t, n_rows, n, static_cast<uint32_t>(n_rows * 7 + n));
                 const int64_t m = 7, ldy = n_rows + 3;
-                const Activations x = make_activations(n, m, static_cast<uint32_t>(n + 1));
+                const Activations x = make_activations(t, n, m, static_cast<uint32_t>(n + 1));
                 const float sentinel = -12345.0f;
                 const auto y = run_packed(w, x, m, ldy, 0, cpu::packed_bands(n_rows),
                                           std::vector<float>(static_cast<size_t>(ldy * m), sentinel));
@@ -162,11 +210,11 @@ TEST(Repack, MatmulMatchesDequantizedReference) {
 
 TEST(Repack, BitsDoNotDependOnColumnsOrBandRanges) {
     if (!have_kernels()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: the packed kernels are not used";
-    for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
         SCOPED_TRACE(std::string(toyllm::dtype_name(t)));
-        const int64_t n_rows = 75, n = 576, m = 9, bands = cpu::packed_bands(n_rows);
+        const int64_t n_rows = 75, n = t == DType::Q4_K ? 512 : 576, m = 9, bands = cpu::packed_bands(n_rows);
         const Matrix w(t, n_rows, n, 5);
-        const Activations x = make_activations(n, m, 6);
+        const Activations x = make_activations(t, n, m, 6);
         const std::vector<float> zeros(static_cast<size_t>(n_rows * m));
         const auto all = run_packed(w, x, m, n_rows, 0, bands, zeros);
         // Band ranges one by one.
@@ -189,11 +237,11 @@ TEST(Repack, BitsDoNotDependOnColumnsOrBandRanges) {
 // and a weight whose data pointer moves is packed again.
 TEST(Repack, BackendPacksConstantWeights) {
     if (!have_kernels()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: the packed kernels are not used";
-    for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
         SCOPED_TRACE(std::string(toyllm::dtype_name(t)));
-        const int64_t K = 576, N = 75, M = 5, B = 2;
+        const int64_t K = t == DType::Q4_K ? 512 : 576, N = 75, M = 5, B = 2;
         const Matrix w1(t, N, K, 21), w2(t, N, K, 22);
-        const Activations xs = make_activations(K, M * B, 23);
+        const Activations xs = make_activations(t, K, M * B, 23);
         const auto xf = random_floats(K * M * B, 23, 3.0f);  // the same floats make_activations drew
 
         toyllm::Context ctx;

@@ -71,19 +71,6 @@ void dequantize_q4_0(const BlockQ4_0 * x, float * y, int64_t nb) {
 
 // ---- Q4_K ---------------------------------------------------------------------
 
-// Sub-block j's 6-bit scale and min, packed as ggml packs them: the first four in the
-// low 6 bits of bytes 0-3 (scales) and 4-7 (mins), the last four split between the
-// nibbles of bytes 8-11 and the top 2 bits of bytes 0-7.
-void q4_k_scale_min(int j, const uint8_t * q, uint8_t & sc, uint8_t & m) {
-    if (j < 4) {
-        sc = q[j] & 63;
-        m = q[j + 4] & 63;
-    } else {
-        sc = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        m = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
 void dequantize_q4_k(const BlockQ4_K * x, float * y, int64_t nb) {
     for (int64_t i = 0; i < nb; ++i) {
         const float d = fp16_to_fp32(x[i].d);
@@ -228,6 +215,17 @@ int64_t n_blocks(DType t, int64_t n) {
 }
 
 }  // namespace
+
+void q4_k_scale_min(int j, const uint8_t * q, uint8_t & sc, uint8_t & m) {
+    if (j < 4) {
+        sc = q[j] & 63;
+        m = q[j + 4] & 63;
+    } else {
+        sc = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        m = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
 
 bool can_dequantize(DType t) {
     switch (t) {

@@ -14,7 +14,7 @@
 //                   all activation rows by the tile kernels (matmul_tile), which decode
 //                   a weight block once for several activation rows. Both give every
 //                   output bit-identical to dot(), whatever M, the chunks or nth.
-//   a constant Q8_0/Q4_0 matrix, on CPUs with the kernels: its packed copy (repack.h),
+//   a constant Q8_0/Q4_0/Q4_K matrix, on CPUs with the kernels: its packed copy (repack.h),
 //                   which the backend passes in KernelCtx::packed; b's rows are
 //                   converted into the packed kernels' activation rows and each thread
 //                   takes a range of 16-row bands against all of them. Decode and
@@ -82,7 +82,7 @@ struct MatmulPlan {
         packed = matmul_uses_packed(node);
         tiled = quant && !packed && rows_per_matrix > 1;
         if (packed) {
-            b_row_bytes = static_cast<size_t>(packed_x_row_bytes(b->ne[0]));
+            b_row_bytes = static_cast<size_t>(packed_x_row_bytes(a->type, b->ne[0]));
             b_off = at;
             b_bytes = align_up(b_row_bytes * static_cast<size_t>(b->n_rows()));
             at += b_bytes;
@@ -165,7 +165,7 @@ void prepare(const KernelCtx & k, const Tensor * node, const MatmulPlan & p) {
             }
             uint8_t * dst = k.scratch + p.b_off + p.b_row_bytes * static_cast<size_t>(r);
             if (p.packed) {
-                packed_x_from_float(src, dst, b->ne[0]);
+                packed_x_from_float(a->type, src, dst, b->ne[0]);
             } else if (p.tiled) {
                 tile_x_from_float(a->type, src, dst, b->ne[0]);
             } else {

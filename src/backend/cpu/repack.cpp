@@ -8,6 +8,7 @@
 
 #include "toyllm/error.h"
 #include "toyllm/half.h"
+#include "toyllm/quant.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -27,14 +28,44 @@ static_assert(sizeof(k::PackedActBlock) == 40);
 
 namespace {
 
-// Bytes of one block of a band: 16 f16 scales and 16 rows of quants.
-int64_t band_block_bytes(DType type) { return type == DType::Q4_0 ? 32 + 16 * 16 : 32 + 16 * 32; }
+// Bytes of one block of a band: Q8_0 / Q4_0: 16 f16 scales and 16 rows of quants; Q4_K:
+// 16 d and 16 dmin, 16 x 8 scales and 16 x 8 mins, 16 rows of quants.
+int64_t band_block_bytes(DType type) {
+    switch (type) {
+        case DType::Q4_0: return 32 + 16 * 16;
+        case DType::Q8_0: return 32 + 16 * 32;
+        case DType::Q4_K: return 64 + 256 + 16 * 128;
+        default: TOYLLM_ASSERT(false && "no packed layout");
+    }
+    return 0;
+}
+
+int64_t block_values(DType type) { return static_cast<int64_t>(dtype_info(type).block_size); }
+
+// Q4_K: d, dmin, the unpacked scales and mins and the quants of one block of a band.
+void pack_q4_k_block(const uint8_t * w, int64_t w_row_bytes, int64_t n_rows, int64_t r0, int64_t b, uint8_t * dst) {
+    for (int64_t l = 0; l < kPackedBandRows; ++l) {
+        const int64_t r = r0 + l;
+        k::Q4_KBlock blk{};  // padding: d = dmin = 0, so zeros
+        if (r < n_rows) std::memcpy(&blk, w + r * w_row_bytes + b * static_cast<int64_t>(sizeof blk), sizeof blk);
+        std::memcpy(dst + 2 * l, &blk.d, 2);
+        std::memcpy(dst + 32 + 2 * l, &blk.dmin, 2);
+        for (int j = 0; j < 8; ++j) {
+            uint8_t sc = 0, m = 0;
+            q4_k_scale_min(j, blk.scales, sc, m);
+            dst[64 + 16 * j + l] = sc;
+            dst[192 + 16 * j + l] = m;
+        }
+        for (int run = 0; run < 32; ++run) std::memcpy(dst + 320 + 64 * run + 4 * l, blk.qs + 4 * run, 4);
+    }
+}
 
 k::PackedFn packed_fn(DType type) {
 #if defined(TOYLLM_X86)
     if (cpu_features().level != SimdLevel::AVX512) return nullptr;
     if (type == DType::Q8_0) return k::kAvx512Packed[k::kQ8_0];
     if (type == DType::Q4_0) return k::kAvx512Packed[k::kQ4_0];
+    if (type == DType::Q4_K) return k::kAvx512Packed[k::kQ4_K];
 #else
     (void)type;
 #endif
@@ -73,7 +104,7 @@ bool matmul_uses_packed(const Tensor * node) {
     if ((a->flags & TENSOR_CONSTANT) == 0 || a->data == nullptr || packed_fn(a->type) == nullptr || !repack_enabled()) {
         return false;
     }
-    return a->ne[2] == 1 && a->ne[3] == 1 && a->ne[0] % k::kQK == 0 &&
+    return a->ne[2] == 1 && a->ne[3] == 1 && a->ne[0] % block_values(a->type) == 0 &&
            a->nb[0] == static_cast<int64_t>(dtype_info(a->type).type_size) &&
            a->nb[1] == static_cast<int64_t>(dtype_row_bytes(a->type, a->ne[0]));
 }
@@ -81,13 +112,23 @@ bool matmul_uses_packed(const Tensor * node) {
 int64_t packed_bands(int64_t n_rows) { return (n_rows + kPackedBandRows - 1) / kPackedBandRows; }
 
 size_t packed_bytes(DType type, int64_t n_rows, int64_t n) {
-    return static_cast<size_t>(packed_bands(n_rows) * (n / k::kQK) * band_block_bytes(type));
+    return static_cast<size_t>(packed_bands(n_rows) * (n / block_values(type)) * band_block_bytes(type));
 }
 
 void pack_bands(DType type, const void * w, int64_t w_row_bytes, int64_t n_rows, int64_t n, int64_t band_begin,
                 int64_t band_end, void * out) {
+    const int64_t nb = n / block_values(type), block_bytes = band_block_bytes(type);
+    if (type == DType::Q4_K) {
+        for (int64_t band = band_begin; band < band_end; ++band) {
+            auto * dst = static_cast<uint8_t *>(out) + band * nb * block_bytes;
+            for (int64_t b = 0; b < nb; ++b) {
+                pack_q4_k_block(static_cast<const uint8_t *>(w), w_row_bytes, n_rows, kPackedBandRows * band, b,
+                                dst + b * block_bytes);
+            }
+        }
+        return;
+    }
     TOYLLM_ASSERT(type == DType::Q8_0 || type == DType::Q4_0);
-    const int64_t nb = n / k::kQK, block_bytes = band_block_bytes(type);
     const int runs = type == DType::Q4_0 ? 4 : 8;
     for (int64_t band = band_begin; band < band_end; ++band) {
         auto * dst = static_cast<uint8_t *>(out) + band * nb * block_bytes;
@@ -117,28 +158,51 @@ void pack_bands(DType type, const void * w, int64_t w_row_bytes, int64_t n_rows,
     }
 }
 
-int64_t packed_x_row_bytes(int64_t n) { return n / k::kQK * static_cast<int64_t>(sizeof(k::PackedActBlock)); }
+int64_t packed_x_row_bytes(DType type, int64_t n) {
+    if (type == DType::Q4_K) return n / k::kQK_K * static_cast<int64_t>(sizeof(k::PackedActKBlock));
+    return n / k::kQK * static_cast<int64_t>(sizeof(k::PackedActBlock));
+}
 
-void packed_x_from_float(const float * x, void * out, int64_t n) {
-    const int64_t nb = n / k::kQK;
-    thread_local std::vector<k::Q8_0Block> conv;
+namespace {
+
+// x through the plain kernels' conversion for weights of type w (blocks of Conv), then
+// each block into a packed activation block by fill.
+template <class Conv, class Packed, class Fill>
+void convert_blocks(DType w, const float * x, void * out, int64_t n, const Fill & fill) {
+    const int64_t nb = n / block_values(w);
+    thread_local std::vector<Conv> conv;
     conv.resize(static_cast<size_t>(nb));
-    vec_dot_for(DType::Q8_0).from_float(x, conv.data(), n);
-    auto * dst = static_cast<k::PackedActBlock *>(out);
+    vec_dot_for(w).from_float(x, conv.data(), n);
+    auto * dst = static_cast<Packed *>(out);
     for (int64_t b = 0; b < nb; ++b) {
         std::memcpy(dst[b].qs, conv[b].qs, sizeof conv[b].qs);
-        int32_t sum = 0;
-        for (const int8_t q : conv[b].qs) sum += q;
-        dst[b].sum = sum;
-        dst[b].d = fp16_to_fp32(conv[b].d);
+        fill(conv[b], dst[b]);
     }
+}
+
+}  // namespace
+
+void packed_x_from_float(DType type, const float * x, void * out, int64_t n) {
+    if (type == DType::Q4_K) {
+        convert_blocks<k::Q8_KBlock, k::PackedActKBlock>(type, x, out, n, [](const k::Q8_KBlock & c, k::PackedActKBlock & p) {
+            for (int j = 0; j < 8; ++j) p.sums[j] = c.bsums[2 * j] + c.bsums[2 * j + 1];
+            p.d = c.d;
+        });
+        return;
+    }
+    convert_blocks<k::Q8_0Block, k::PackedActBlock>(type, x, out, n, [](const k::Q8_0Block & c, k::PackedActBlock & p) {
+        int32_t sum = 0;
+        for (const int8_t q : c.qs) sum += q;
+        p.sum = sum;
+        p.d = fp16_to_fp32(c.d);
+    });
 }
 
 void packed_matmul(const PackedMatArgs & a, int64_t band_begin, int64_t band_end) {
     if (band_end <= band_begin || a.n_cols <= 0) return;
     const k::PackedFn fn = packed_fn(a.w_type);
     TOYLLM_ASSERT(fn != nullptr);
-    const int64_t nb = a.n / k::kQK;
+    const int64_t nb = a.n / block_values(a.w_type);
     const int64_t band_bytes = nb * band_block_bytes(a.w_type);
     fn({.w = static_cast<const uint8_t *>(a.w) + band_begin * band_bytes,
         .band_bytes = band_bytes,

@@ -21,9 +21,6 @@
 #include <cstring>
 #include <vector>
 
-#ifndef PFD
-#define PFD 2048
-#endif
 namespace toyllm::cpu::kernels {
 
 namespace {

@@ -84,14 +84,20 @@ struct TileKernel {
     PackFn pack;
 };
 
-// Q8_0 / Q4_0 weights repacked in bands of kBandRows rows (repack.h): n_bands bands of
-// band_bytes from w, against n_cols activation rows of nb PackedActBlocks each. Stores
-// y[c * ldy + r] for the rows r < n_rows of the bands (the last band may be padding).
+// Q8_0 / Q4_0 / Q4_K weights repacked in bands of kBandRows rows (repack.h): n_bands
+// bands of band_bytes from w, against n_cols activation rows of nb PackedActBlocks
+// (PackedActKBlocks for Q4_K) each. Stores y[c * ldy + r] for the rows r < n_rows of the
+// bands (the last band may be padding).
 constexpr int64_t kBandRows = 16;
 struct PackedActBlock {
     int8_t qs[kQK];  // the Q8_0 quants
     int32_t sum;     // their sum
     float d;         // the Q8_0 scale, as a float
+};
+struct PackedActKBlock {
+    int8_t qs[kQK_K];  // the Q8_K quants
+    int32_t sums[8];   // sums of 32
+    float d;
 };
 struct PackedArgs {
     const void * w;

@@ -1,4 +1,4 @@
-// AVX-512 VNNI kernels for Q8_0 and Q4_0 weights repacked in bands of 16 rows (repack.h
+// AVX-512 VNNI kernels for Q8_0, Q4_0 and Q4_K weights repacked in bands of 16 rows (repack.h
 // describes the layout): one int32 lane per weight row, so a band's 16 outputs grow in
 // one register, block after block, and the weights are read as one sequential stream.
 //
@@ -29,10 +29,10 @@ namespace toyllm::cpu::kernels {
 
 namespace {
 
-// Activation dword k (bytes 4k .. 4k+3) of a block, in every lane.
-__m512i act_dword(const PackedActBlock & x, int k) {
+// Activation quants [byte, byte + 4) in every lane.
+__m512i act_dword(const int8_t * qs, int byte) {
     int32_t v;
-    std::memcpy(&v, x.qs + 4 * k, sizeof v);
+    std::memcpy(&v, qs + byte, sizeof v);
     return _mm512_set1_epi32(v);
 }
 
@@ -44,7 +44,8 @@ __m512 band_scales(const uint8_t * p, const PackedActBlock & x) {
 // Q4_0: 288 bytes per block of a band; register k's lane l holds row l's quant bytes
 // 4k .. 4k+3, whose low nibbles are values 4k .. 4k+3 and high nibbles 16+4k .. 16+4k+3.
 template <int CT>
-void q4_0_band(const uint8_t * w, int64_t nb, const PackedActBlock * const * x, __m512 * acc) {
+void q4_0_band(const uint8_t * w, int64_t nb, const void * const * xv, __m512 * acc) {
+    const auto * const * x = reinterpret_cast<const PackedActBlock * const *>(xv);
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     for (int c = 0; c < CT; ++c) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, w += 288) {
@@ -58,8 +59,8 @@ void q4_0_band(const uint8_t * w, int64_t nb, const PackedActBlock * const * x, 
             const PackedActBlock & xb = x[c][b];
             __m512i dlo = _mm512_set1_epi32(-8 * xb.sum), dhi = _mm512_setzero_si512();
             for (int k = 0; k < 4; ++k) {
-                dlo = _mm512_dpbusd_epi32(dlo, lo[k], act_dword(xb, k));
-                dhi = _mm512_dpbusd_epi32(dhi, hi[k], act_dword(xb, 4 + k));
+                dlo = _mm512_dpbusd_epi32(dlo, lo[k], act_dword(xb.qs, 4 * k));
+                dhi = _mm512_dpbusd_epi32(dhi, hi[k], act_dword(xb.qs, 16 + 4 * k));
             }
             acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(dlo, dhi)), band_scales(w, xb), acc[c]);
         }
@@ -69,7 +70,8 @@ void q4_0_band(const uint8_t * w, int64_t nb, const PackedActBlock * const * x, 
 // Q8_0: 544 bytes per block of a band; register k's lane l holds row l's quants 4k ..
 // 4k+3, each + 128.
 template <int CT>
-void q8_0_band(const uint8_t * w, int64_t nb, const PackedActBlock * const * x, __m512 * acc) {
+void q8_0_band(const uint8_t * w, int64_t nb, const void * const * xv, __m512 * acc) {
+    const auto * const * x = reinterpret_cast<const PackedActBlock * const *>(xv);
     for (int c = 0; c < CT; ++c) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, w += 544) {
         __m512i q[8];
@@ -78,23 +80,70 @@ void q8_0_band(const uint8_t * w, int64_t nb, const PackedActBlock * const * x, 
             const PackedActBlock & xb = x[c][b];
             __m512i d0 = _mm512_set1_epi32(-128 * xb.sum), d1 = _mm512_setzero_si512();
             for (int k = 0; k < 8; k += 2) {
-                d0 = _mm512_dpbusd_epi32(d0, q[k], act_dword(xb, k));
-                d1 = _mm512_dpbusd_epi32(d1, q[k + 1], act_dword(xb, k + 1));
+                d0 = _mm512_dpbusd_epi32(d0, q[k], act_dword(xb.qs, 4 * k));
+                d1 = _mm512_dpbusd_epi32(d1, q[k + 1], act_dword(xb.qs, 4 * k + 4));
             }
             acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)), band_scales(w, xb), acc[c]);
         }
     }
 }
 
-using BandFn = void (*)(const uint8_t *, int64_t, const PackedActBlock * const *, __m512 *);
+// Q4_K: 2368 bytes per super-block of a band: the 16 rows' d and dmin (f16, 32 bytes
+// each), their 8 sub-block scales and 8 mins unpacked to bytes ([sub-block][row], 128
+// bytes each), then the quants as 32 registers, register r's lane l holding row l's
+// quant bytes 4r .. 4r+3: for r = 8p + i, the low nibbles are values 64p + 4i .. +3
+// (sub-block 2p), the high nibbles values 64p + 32 + 4i .. +3 (sub-block 2p + 1). Per
+// row: isum = sum over sub-blocks of scale * (integer dot), imin = sum of min * (block
+// sum of the activation), both exact in int32; then
+//     acc = fma(float(isum), d * d_x, acc);  acc = fnmadd(float(imin), dmin * d_x, acc)
+__m512i scale_lanes(const uint8_t * p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))); }
+
+template <int CT>
+void q4_k_band(const uint8_t * w, int64_t nb, const void * const * xv, __m512 * acc) {
+    const auto * const * x = reinterpret_cast<const PackedActKBlock * const *>(xv);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int c = 0; c < CT; ++c) acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b, w += 2368) {
+        __m512i isum[CT], imin[CT];
+        for (int c = 0; c < CT; ++c) isum[c] = imin[c] = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {
+            __m512i dlo[CT], dhi[CT];
+            for (int c = 0; c < CT; ++c) dlo[c] = dhi[c] = _mm512_setzero_si512();
+            for (int i = 0; i < 8; ++i) {
+                const __m512i v = _mm512_loadu_si512(w + 320 + 64 * (8 * p + i));
+                const __m512i lo = _mm512_and_si512(v, m4);
+                const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                for (int c = 0; c < CT; ++c) {
+                    dlo[c] = _mm512_dpbusd_epi32(dlo[c], lo, act_dword(x[c][b].qs, 64 * p + 4 * i));
+                    dhi[c] = _mm512_dpbusd_epi32(dhi[c], hi, act_dword(x[c][b].qs, 64 * p + 32 + 4 * i));
+                }
+            }
+            const __m512i sc_lo = scale_lanes(w + 64 + 16 * (2 * p)), sc_hi = scale_lanes(w + 64 + 16 * (2 * p + 1));
+            for (int c = 0; c < CT; ++c) {
+                isum[c] = _mm512_add_epi32(isum[c], _mm512_add_epi32(_mm512_mullo_epi32(dlo[c], sc_lo), _mm512_mullo_epi32(dhi[c], sc_hi)));
+            }
+        }
+        for (int j = 0; j < 8; ++j) {
+            const __m512i m = scale_lanes(w + 192 + 16 * j);
+            for (int c = 0; c < CT; ++c) imin[c] = _mm512_add_epi32(imin[c], _mm512_mullo_epi32(m, _mm512_set1_epi32(x[c][b].sums[j])));
+        }
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w)));
+        const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + 32)));
+        for (int c = 0; c < CT; ++c) {
+            const __m512 dx = _mm512_set1_ps(x[c][b].d);
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[c]), _mm512_mul_ps(d, dx), acc[c]);
+            acc[c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(imin[c]), _mm512_mul_ps(dmin, dx), acc[c]);
+        }
+    }
+}
+
+using BandFn = void (*)(const uint8_t *, int64_t, const void * const *, __m512 *);
 
 // One band against activation columns c0 .. c0+CT-1.
 template <int CT, BandFn Band>
 void band_columns(const PackedArgs & a, int64_t band, int64_t c0) {
-    const PackedActBlock * x[CT];
-    for (int c = 0; c < CT; ++c) {
-        x[c] = reinterpret_cast<const PackedActBlock *>(static_cast<const uint8_t *>(a.x) + (c0 + c) * a.x_row_bytes);
-    }
+    const void * x[CT];
+    for (int c = 0; c < CT; ++c) x[c] = static_cast<const uint8_t *>(a.x) + (c0 + c) * a.x_row_bytes;
     __m512 acc[CT];
     Band(static_cast<const uint8_t *>(a.w) + band * a.band_bytes, a.nb, x, acc);
     const int64_t r0 = kBandRows * band;
@@ -121,9 +170,10 @@ void packed_by_columns(const PackedArgs & a) {
 
 void packed_q4_0(const PackedArgs & a) { packed_by_columns<q4_0_band<1>, q4_0_band<2>, q4_0_band<3>, q4_0_band<4>>(a); }
 void packed_q8_0(const PackedArgs & a) { packed_by_columns<q8_0_band<1>, q8_0_band<2>, q8_0_band<3>, q8_0_band<4>>(a); }
+void packed_q4_k(const PackedArgs & a) { packed_by_columns<q4_k_band<1>, q4_k_band<2>, q4_k_band<3>, q4_k_band<4>>(a); }
 
 }  // namespace
 
-const PackedFn kAvx512Packed[kWeightKinds] = {nullptr, nullptr, nullptr, packed_q8_0, packed_q4_0, nullptr, nullptr};
+const PackedFn kAvx512Packed[kWeightKinds] = {nullptr, nullptr, nullptr, packed_q8_0, packed_q4_0, packed_q4_k, nullptr};
 
 }  // namespace toyllm::cpu::kernels
