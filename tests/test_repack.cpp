@@ -1,8 +1,8 @@
-// Q8_0 / Q4_0 / Q4_K weights packed in bands of 16 rows (backend/cpu/repack.h) and their
+// Q8_0 / Q4_0 / Q4_K / Q6_K weights packed in bands of 16 rows (backend/cpu/repack.h) and their
 // matmul kernels: the layout against the description in repack.h, every output against
 // a double-precision sum over the reference dequantization of both operands (the weight
-// as quant.h dequantizes it, the activation as quantize_row(Q8_0) rounds it, or for Q4_K
-// the Q8_K row of vec_dot_for(Q4_K), tested against ggml's formula in test_vec_dot), the same
+// as quant.h dequantizes it, the activation as quantize_row(Q8_0) rounds it, or for k-quants
+// the Q8_K row of vec_dot_for(type), tested against ggml's formula in test_vec_dot), the same
 // bits whatever the number of activation rows, the band ranges or the thread count, and
 // the backend's use of them for constant weights only.
 #include "backend/cpu/cpu_features.h"
@@ -77,7 +77,7 @@ Activations make_activations(DType w, int64_t n, int64_t m, uint32_t seed) {
         const float * xc = x.data() + c * n;
         float * deq = a.deq.data() + c * n;
         cpu::packed_x_from_float(w, xc, a.packed.data() + c * a.row_bytes, n);
-        if (w == DType::Q4_K) {
+        if (w == DType::Q4_K || w == DType::Q6_K) {
             cpu::vec_dot_for(w).from_float(xc, q8k.data(), n);
             for (int64_t i = 0; i < n; ++i) deq[i] = q8k[static_cast<size_t>(i / 256)].d * q8k[static_cast<size_t>(i / 256)].qs[i % 256];
         } else {
@@ -171,11 +171,38 @@ TEST(Repack, Q4_KLayoutIsTheOneRepackHDescribes) {
     }
 }
 
+TEST(Repack, Q6_KLayoutIsTheOneRepackHDescribes) {
+    const Matrix w(DType::Q6_K, 18, 256, 8);  // two bands, the second with 2 rows
+    const int64_t block_bytes = 3360;
+    ASSERT_EQ(w.packed.size(), static_cast<size_t>(2 * block_bytes));
+    for (int64_t band = 0; band < 2; ++band) {
+        const uint8_t * blk = w.packed.data() + band * block_bytes;
+        for (int64_t l = 0; l < 16; ++l) {
+            const int64_t r = 16 * band + l;
+            const auto * src = r < w.n_rows ? reinterpret_cast<const toyllm::BlockQ6_K *>(w.q.data() + r * w.row_bytes()) : nullptr;
+            uint16_t d;
+            std::memcpy(&d, blk + 2 * l, 2);
+            EXPECT_EQ(d, src ? src->d : 0) << "row " << r;
+            for (int j = 0; j < 16; ++j) EXPECT_EQ(static_cast<int8_t>(blk[32 + 16 * j + l]), src ? src->scales[j] : 0);
+            for (int h = 0; h < 2; ++h) {
+                for (int g = 0; g < 8; ++g) {
+                    const uint8_t * run = blk + 288 + 64 * (24 * h + 3 * g) + 4 * l;
+                    for (int i = 0; i < 4; ++i) {
+                        EXPECT_EQ(run[i], src ? src->ql[64 * h + 4 * g + i] : 0);
+                        EXPECT_EQ(run[64 + i], src ? src->ql[64 * h + 32 + 4 * g + i] : 0);
+                        EXPECT_EQ(run[128 + i], src ? src->qh[32 * h + 4 * g + i] : 0);
+                    }
+                }
+            }
+        }
+    }
+}
+
 // The block dots are exact integers and the cross-block sum is one fma chain per output,
 // so the result is within a few roundings per block of the exact sum: 1e-5 of sum |w x|.
 TEST(Repack, MatmulMatchesDequantizedReference) {
     if (!have_kernels()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: the packed kernels are not used";
-    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
+    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
         for (int64_t n_rows : {1, 16, 37}) {
             for (int64_t n : {32, 96, 256, 576, 2048}) {
                 if (n % toyllm::dtype_info(t).block_size != 0) continue;
@@ -210,9 +237,9 @@ TEST(Repack, MatmulMatchesDequantizedReference) {
 
 TEST(Repack, BitsDoNotDependOnColumnsOrBandRanges) {
     if (!have_kernels()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: the packed kernels are not used";
-    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
+    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
         SCOPED_TRACE(std::string(toyllm::dtype_name(t)));
-        const int64_t n_rows = 75, n = t == DType::Q4_K ? 512 : 576, m = 9, bands = cpu::packed_bands(n_rows);
+        const int64_t n_rows = 75, n = toyllm::dtype_info(t).block_size == 256 ? 512 : 576, m = 9, bands = cpu::packed_bands(n_rows);
         const Matrix w(t, n_rows, n, 5);
         const Activations x = make_activations(t, n, m, 6);
         const std::vector<float> zeros(static_cast<size_t>(n_rows * m));
@@ -237,9 +264,9 @@ TEST(Repack, BitsDoNotDependOnColumnsOrBandRanges) {
 // and a weight whose data pointer moves is packed again.
 TEST(Repack, BackendPacksConstantWeights) {
     if (!have_kernels()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: the packed kernels are not used";
-    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
+    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
         SCOPED_TRACE(std::string(toyllm::dtype_name(t)));
-        const int64_t K = t == DType::Q4_K ? 512 : 576, N = 75, M = 5, B = 2;
+        const int64_t K = toyllm::dtype_info(t).block_size == 256 ? 512 : 576, N = 75, M = 5, B = 2;
         const Matrix w1(t, N, K, 21), w2(t, N, K, 22);
         const Activations xs = make_activations(t, K, M * B, 23);
         const auto xf = random_floats(K * M * B, 23, 3.0f);  // the same floats make_activations drew

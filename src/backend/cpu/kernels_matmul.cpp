@@ -14,7 +14,7 @@
 //                   all activation rows by the tile kernels (matmul_tile), which decode
 //                   a weight block once for several activation rows. Both give every
 //                   output bit-identical to dot(), whatever M, the chunks or nth.
-//   a constant Q8_0/Q4_0/Q4_K matrix, on CPUs with the kernels: its packed copy (repack.h),
+//   a constant Q8_0/Q4_0/Q4_K/Q6_K matrix, on CPUs with the kernels: its packed copy (repack.h),
 //                   which the backend passes in KernelCtx::packed; b's rows are
 //                   converted into the packed kernels' activation rows and each thread
 //                   takes a range of 16-row bands against all of them. Decode and

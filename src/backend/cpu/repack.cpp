@@ -29,12 +29,14 @@ static_assert(sizeof(k::PackedActBlock) == 40);
 namespace {
 
 // Bytes of one block of a band: Q8_0 / Q4_0: 16 f16 scales and 16 rows of quants; Q4_K:
-// 16 d and 16 dmin, 16 x 8 scales and 16 x 8 mins, 16 rows of quants.
+// 16 d and 16 dmin, 16 x 8 scales and 16 x 8 mins, 16 rows of quants; Q6_K: 16 d,
+// 16 x 16 scales, 16 rows of low and high quant bits.
 int64_t band_block_bytes(DType type) {
     switch (type) {
         case DType::Q4_0: return 32 + 16 * 16;
         case DType::Q8_0: return 32 + 16 * 32;
         case DType::Q4_K: return 64 + 256 + 16 * 128;
+        case DType::Q6_K: return 32 + 256 + 16 * 192;
         default: TOYLLM_ASSERT(false && "no packed layout");
     }
     return 0;
@@ -60,12 +62,33 @@ void pack_q4_k_block(const uint8_t * w, int64_t w_row_bytes, int64_t n_rows, int
     }
 }
 
+// Q6_K: d, the scales ([sub-block][row]), then per half h and group g of 4 positions the
+// runs of ql[64h + 4g ..], ql[64h + 32 + 4g ..] and qh[32h + 4g ..].
+void pack_q6_k_block(const uint8_t * w, int64_t w_row_bytes, int64_t n_rows, int64_t r0, int64_t b, uint8_t * dst) {
+    for (int64_t l = 0; l < kPackedBandRows; ++l) {
+        const int64_t r = r0 + l;
+        k::Q6_KBlock blk{};  // padding: d = 0, so zeros
+        if (r < n_rows) std::memcpy(&blk, w + r * w_row_bytes + b * static_cast<int64_t>(sizeof blk), sizeof blk);
+        std::memcpy(dst + 2 * l, &blk.d, 2);
+        for (int j = 0; j < 16; ++j) dst[32 + 16 * j + l] = static_cast<uint8_t>(blk.scales[j]);
+        for (int h = 0; h < 2; ++h) {
+            for (int g = 0; g < 8; ++g) {
+                uint8_t * run = dst + 288 + 64 * (24 * h + 3 * g) + 4 * l;
+                std::memcpy(run, blk.ql + 64 * h + 4 * g, 4);
+                std::memcpy(run + 64, blk.ql + 64 * h + 32 + 4 * g, 4);
+                std::memcpy(run + 128, blk.qh + 32 * h + 4 * g, 4);
+            }
+        }
+    }
+}
+
 k::PackedFn packed_fn(DType type) {
 #if defined(TOYLLM_X86)
     if (cpu_features().level != SimdLevel::AVX512) return nullptr;
     if (type == DType::Q8_0) return k::kAvx512Packed[k::kQ8_0];
     if (type == DType::Q4_0) return k::kAvx512Packed[k::kQ4_0];
     if (type == DType::Q4_K) return k::kAvx512Packed[k::kQ4_K];
+    if (type == DType::Q6_K) return k::kAvx512Packed[k::kQ6_K];
 #else
     (void)type;
 #endif
@@ -118,12 +141,12 @@ size_t packed_bytes(DType type, int64_t n_rows, int64_t n) {
 void pack_bands(DType type, const void * w, int64_t w_row_bytes, int64_t n_rows, int64_t n, int64_t band_begin,
                 int64_t band_end, void * out) {
     const int64_t nb = n / block_values(type), block_bytes = band_block_bytes(type);
-    if (type == DType::Q4_K) {
+    if (type == DType::Q4_K || type == DType::Q6_K) {
+        const auto pack_block = type == DType::Q4_K ? pack_q4_k_block : pack_q6_k_block;
         for (int64_t band = band_begin; band < band_end; ++band) {
             auto * dst = static_cast<uint8_t *>(out) + band * nb * block_bytes;
             for (int64_t b = 0; b < nb; ++b) {
-                pack_q4_k_block(static_cast<const uint8_t *>(w), w_row_bytes, n_rows, kPackedBandRows * band, b,
-                                dst + b * block_bytes);
+                pack_block(static_cast<const uint8_t *>(w), w_row_bytes, n_rows, kPackedBandRows * band, b, dst + b * block_bytes);
             }
         }
         return;
@@ -159,7 +182,7 @@ void pack_bands(DType type, const void * w, int64_t w_row_bytes, int64_t n_rows,
 }
 
 int64_t packed_x_row_bytes(DType type, int64_t n) {
-    if (type == DType::Q4_K) return n / k::kQK_K * static_cast<int64_t>(sizeof(k::PackedActKBlock));
+    if (type == DType::Q4_K || type == DType::Q6_K) return n / k::kQK_K * static_cast<int64_t>(sizeof(k::PackedActKBlock));
     return n / k::kQK * static_cast<int64_t>(sizeof(k::PackedActBlock));
 }
 
@@ -183,9 +206,9 @@ void convert_blocks(DType w, const float * x, void * out, int64_t n, const Fill 
 }  // namespace
 
 void packed_x_from_float(DType type, const float * x, void * out, int64_t n) {
-    if (type == DType::Q4_K) {
+    if (type == DType::Q4_K || type == DType::Q6_K) {
         convert_blocks<k::Q8_KBlock, k::PackedActKBlock>(type, x, out, n, [](const k::Q8_KBlock & c, k::PackedActKBlock & p) {
-            for (int j = 0; j < 8; ++j) p.sums[j] = c.bsums[2 * j] + c.bsums[2 * j + 1];
+            for (int j = 0; j < 16; ++j) p.sums[j] = c.bsums[j];
             p.d = c.d;
         });
         return;

@@ -1,4 +1,4 @@
-// Q8_0, Q4_0 and Q4_K weights repacked in bands of 16 rows for the matmul kernels of
+// Q8_0, Q4_0, Q4_K and Q6_K weights repacked in bands of 16 rows for the matmul kernels of
 // vec_dot_packed_avx512.cpp, which read them as one stream and keep a band's 16 outputs
 // in one register (see that file for the arithmetic).
 //
@@ -7,9 +7,11 @@
 // 8 (Q8_0) runs of 64 bytes, run k holding bytes 4k .. 4k+3 of each row's block in row
 // order. Q4_0 keeps its stored nibbles (q + 8); Q8_0 quants are stored + 128. Q4_K
 // blocks (256 values) hold the 16 rows' d, then their dmin, then the 8 sub-block scales
-// and 8 mins unpacked to bytes ([sub-block][row]), then 32 runs of quant bytes. A Q8_0 or
-// Q4_0 band is as many bytes as its 16 rows in GGUF, a Q4_K band 2368 / 2304 of them, so
-// the copy costs the weights' size once more.
+// and 8 mins unpacked to bytes ([sub-block][row]), then 32 runs of quant bytes; Q6_K
+// blocks the 16 rows' d, their 16 scales ([sub-block][row]), then 48 runs of ql and qh
+// bytes (vec_dot_packed_avx512.cpp has the order). A Q8_0, Q4_0 or Q6_K band is as many
+// bytes as its 16 rows in GGUF, a Q4_K band 2368 / 2304 of them, so the copy costs the
+// weights' size once more.
 //
 // Only weights whose bytes never change (TENSOR_CONSTANT: views of a model file) are
 // packed; the CPU backend packs each at its first matmul and keeps the copy while it
@@ -27,7 +29,7 @@ namespace toyllm::cpu {
 
 constexpr int64_t kPackedBandRows = 16;
 
-// Whether this matmul node runs on packed weights: src[0] constant, Q8_0, Q4_0 or Q4_K, one
+// Whether this matmul node runs on packed weights: src[0] constant, Q8_0, Q4_0, Q4_K or Q6_K, one
 // 2-D matrix of contiguous rows, not transposed, and the CPU has the kernels (AVX-512
 // VNNI).
 bool matmul_uses_packed(const Tensor * node);
@@ -40,8 +42,8 @@ void pack_bands(DType type, const void * w, int64_t w_row_bytes, int64_t n_rows,
                 int64_t band_end, void * out);
 
 // The activation rows of the packed kernels: for Q8_0 / Q4_0 weights Q8_0 quants
-// (bit-identical to quantize_row(Q8_0)), their block sums and float scales; for Q4_K the
-// Q8_K row of the plain kernels with its sums of 32.
+// (bit-identical to quantize_row(Q8_0)), their block sums and float scales; for Q4_K and
+// Q6_K the Q8_K row of the plain kernels.
 int64_t packed_x_row_bytes(DType type, int64_t n);
 void packed_x_from_float(DType type, const float * x, void * out, int64_t n);
 

@@ -84,9 +84,9 @@ struct TileKernel {
     PackFn pack;
 };
 
-// Q8_0 / Q4_0 / Q4_K weights repacked in bands of kBandRows rows (repack.h): n_bands
+// Q8_0 / Q4_0 / Q4_K / Q6_K weights repacked in bands of kBandRows rows (repack.h): n_bands
 // bands of band_bytes from w, against n_cols activation rows of nb PackedActBlocks
-// (PackedActKBlocks for Q4_K) each. Stores y[c * ldy + r] for the rows r < n_rows of the
+// (PackedActKBlocks for Q4_K and Q6_K) each. Stores y[c * ldy + r] for the rows r < n_rows of the
 // bands (the last band may be padding).
 constexpr int64_t kBandRows = 16;
 struct PackedActBlock {
@@ -96,7 +96,7 @@ struct PackedActBlock {
 };
 struct PackedActKBlock {
     int8_t qs[kQK_K];  // the Q8_K quants
-    int32_t sums[8];   // sums of 32
+    int32_t sums[16];  // their sums of 16 (Q8_K's bsums)
     float d;
 };
 struct PackedArgs {

@@ -1,4 +1,4 @@
-// AVX-512 VNNI kernels for Q8_0, Q4_0 and Q4_K weights repacked in bands of 16 rows (repack.h
+// AVX-512 VNNI kernels for Q8_0, Q4_0, Q4_K and Q6_K weights repacked in bands of 16 rows (repack.h
 // describes the layout): one int32 lane per weight row, so a band's 16 outputs grow in
 // one register, block after block, and the weights are read as one sequential stream.
 //
@@ -125,7 +125,10 @@ void q4_k_band(const uint8_t * w, int64_t nb, const void * const * xv, __m512 * 
         }
         for (int j = 0; j < 8; ++j) {
             const __m512i m = scale_lanes(w + 192 + 16 * j);
-            for (int c = 0; c < CT; ++c) imin[c] = _mm512_add_epi32(imin[c], _mm512_mullo_epi32(m, _mm512_set1_epi32(x[c][b].sums[j])));
+            for (int c = 0; c < CT; ++c) {
+                const int32_t sum32 = x[c][b].sums[2 * j] + x[c][b].sums[2 * j + 1];
+                imin[c] = _mm512_add_epi32(imin[c], _mm512_mullo_epi32(m, _mm512_set1_epi32(sum32)));
+            }
         }
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w)));
         const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + 32)));
@@ -133,6 +136,57 @@ void q4_k_band(const uint8_t * w, int64_t nb, const void * const * xv, __m512 * 
             const __m512 dx = _mm512_set1_ps(x[c][b].d);
             acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[c]), _mm512_mul_ps(d, dx), acc[c]);
             acc[c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(imin[c]), _mm512_mul_ps(dmin, dx), acc[c]);
+        }
+    }
+}
+
+// Q6_K: 3360 bytes per super-block of a band: the 16 rows' d (f16), their 16 sub-block
+// scales (int8, [sub-block][row], 256 bytes), then per half h and group g (positions
+// 4g .. 4g+3 of 32) three registers: ql[64h + 4g ..], ql[64h + 32 + 4g ..] and
+// qh[32h + 4g ..], lane l holding row l's 4 bytes. They give four runs of 4 values, each
+// q + 32 in 0 .. 63: A = low nibbles of the first | qh bits 0-1 (values 128h + 4g ..),
+// B = low nibbles of the second | bits 2-3 (+32), C = high nibbles of the first | bits
+// 4-5 (+64), D = high nibbles of the second | bits 6-7 (+96). Each sub-block's integer
+// dot starts from -32 * (its activation sum) and is multiplied by its scale; then per
+// row and block acc = fma(float(isum), d * d_x, acc).
+template <int CT>
+void q6_k_band(const uint8_t * w, int64_t nb, const void * const * xv, __m512 * acc) {
+    const auto * const * x = reinterpret_cast<const PackedActKBlock * const *>(xv);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    for (int c = 0; c < CT; ++c) acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b, w += 3360) {
+        __m512i isum[CT];
+        for (int c = 0; c < CT; ++c) isum[c] = _mm512_setzero_si512();
+        for (int h = 0; h < 2; ++h) {
+            for (int gq = 0; gq < 2; ++gq) {
+                // Sub-blocks 8h + gq + {0, 2, 4, 6}: runs A, B, C, D of groups 4gq .. 4gq+3.
+                __m512i dot[CT][4];
+                for (int c = 0; c < CT; ++c) {
+                    for (int s = 0; s < 4; ++s) dot[c][s] = _mm512_set1_epi32(-32 * x[c][b].sums[8 * h + gq + 2 * s]);
+                }
+                for (int g = 4 * gq; g < 4 * gq + 4; ++g) {
+                    const uint8_t * p = w + 288 + 64 * (24 * h + 3 * g);
+                    const __m512i ql0 = _mm512_loadu_si512(p), ql1 = _mm512_loadu_si512(p + 64);
+                    const __m512i qh = _mm512_loadu_si512(p + 128);
+                    const __m512i v[4] = {
+                        _mm512_or_si512(_mm512_and_si512(ql0, m4), _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30)),
+                        _mm512_or_si512(_mm512_and_si512(ql1, m4), _mm512_and_si512(_mm512_slli_epi16(qh, 2), m30)),
+                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql0, 4), m4), _mm512_and_si512(qh, m30)),
+                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql1, 4), m4), _mm512_and_si512(_mm512_srli_epi16(qh, 2), m30)),
+                    };
+                    for (int c = 0; c < CT; ++c) {
+                        for (int s = 0; s < 4; ++s) dot[c][s] = _mm512_dpbusd_epi32(dot[c][s], v[s], act_dword(x[c][b].qs, 128 * h + 32 * s + 4 * g));
+                    }
+                }
+                for (int s = 0; s < 4; ++s) {
+                    const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(w + 32 + 16 * (8 * h + gq + 2 * s))));
+                    for (int c = 0; c < CT; ++c) isum[c] = _mm512_add_epi32(isum[c], _mm512_mullo_epi32(dot[c][s], sc));
+                }
+            }
+        }
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w)));
+        for (int c = 0; c < CT; ++c) {
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[c]), _mm512_mul_ps(d, _mm512_set1_ps(x[c][b].d)), acc[c]);
         }
     }
 }
@@ -171,9 +225,10 @@ void packed_by_columns(const PackedArgs & a) {
 void packed_q4_0(const PackedArgs & a) { packed_by_columns<q4_0_band<1>, q4_0_band<2>, q4_0_band<3>, q4_0_band<4>>(a); }
 void packed_q8_0(const PackedArgs & a) { packed_by_columns<q8_0_band<1>, q8_0_band<2>, q8_0_band<3>, q8_0_band<4>>(a); }
 void packed_q4_k(const PackedArgs & a) { packed_by_columns<q4_k_band<1>, q4_k_band<2>, q4_k_band<3>, q4_k_band<4>>(a); }
+void packed_q6_k(const PackedArgs & a) { packed_by_columns<q6_k_band<1>, q6_k_band<2>, q6_k_band<3>, q6_k_band<4>>(a); }
 
 }  // namespace
 
-const PackedFn kAvx512Packed[kWeightKinds] = {nullptr, nullptr, nullptr, packed_q8_0, packed_q4_0, packed_q4_k, nullptr};
+const PackedFn kAvx512Packed[kWeightKinds] = {nullptr, nullptr, nullptr, packed_q8_0, packed_q4_0, packed_q4_k, packed_q6_k};
 
 }  // namespace toyllm::cpu::kernels
