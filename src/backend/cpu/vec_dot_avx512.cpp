@@ -124,18 +124,23 @@ __m512 tail16_bf16(const void * w, int64_t i, __mmask16 m) {
 
 // Four accumulators of 16 (64 values per step) hide the FMA latency; the loader
 // parameters of this always-inlined static function are constants at each call site.
-// The weights are prefetched kPlainPrefetchBytes ahead: from DRAM that took F32 from 10-14
-// to 17-20 GB/s on one Zen 5 core (F16 and BF16 unchanged). Prefetches past the row's
-// end are harmless (they never fault) and usually useful: the next row follows.
+// F32 weights are prefetched kPlainPrefetchBytes ahead: from DRAM that took F32 from
+// 10-14 to 17-20 GB/s on one Zen 5 core, and helps it with 2 threads on a Zen 4 too.
+// F16 and BF16 are not: unchanged on the Zen 5, and on a Zen 4 (bench_matvec 5632 x 2048,
+// alternating binaries) F16 read 14.8 -> 20.5 GB/s on one thread and 27.4 -> 32.9 on two
+// without it, BF16 21 -> 25-28.5 on one. Prefetches past the row's end are harmless
+// (they never fault) and usually useful: the next row follows.
 __attribute__((always_inline)) inline float dot_plain(int64_t n, const void * w, const float * x, int elem_bytes,
-                                                      __m512 (*load16)(const void *, int64_t),
+                                                      bool prefetch, __m512 (*load16)(const void *, int64_t),
                                                       __m512 (*tail16)(const void *, int64_t, __mmask16)) {
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     __m512 acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) {
-        const char * pf = static_cast<const char *>(w) + i * elem_bytes + kPlainPrefetchBytes;
-        for (int l = 0; l < 64 * elem_bytes; l += 64) _mm_prefetch(pf + l, _MM_HINT_T0);
+        if (prefetch) {
+            const char * pf = static_cast<const char *>(w) + i * elem_bytes + kPlainPrefetchBytes;
+            for (int l = 0; l < 64 * elem_bytes; l += 64) _mm_prefetch(pf + l, _MM_HINT_T0);
+        }
         acc0 = _mm512_fmadd_ps(load16(w, i), _mm512_loadu_ps(x + i), acc0);
         acc1 = _mm512_fmadd_ps(load16(w, i + 16), _mm512_loadu_ps(x + i + 16), acc1);
         acc2 = _mm512_fmadd_ps(load16(w, i + 32), _mm512_loadu_ps(x + i + 32), acc2);
@@ -150,13 +155,13 @@ __attribute__((always_inline)) inline float dot_plain(int64_t n, const void * w,
 }
 
 float dot_f32(int64_t n, const void * w, const void * x) {
-    return dot_plain(n, w, static_cast<const float *>(x), 4, load16_f32, tail16_f32);
+    return dot_plain(n, w, static_cast<const float *>(x), 4, true, load16_f32, tail16_f32);
 }
 float dot_f16(int64_t n, const void * w, const void * x) {
-    return dot_plain(n, w, static_cast<const float *>(x), 2, load16_f16, tail16_f16);
+    return dot_plain(n, w, static_cast<const float *>(x), 2, false, load16_f16, tail16_f16);
 }
 float dot_bf16(int64_t n, const void * w, const void * x) {
-    return dot_plain(n, w, static_cast<const float *>(x), 2, load16_bf16, tail16_bf16);
+    return dot_plain(n, w, static_cast<const float *>(x), 2, false, load16_bf16, tail16_bf16);
 }
 
 // ---- Q8_0 / Q4_0 ---------------------------------------------------------------------
