@@ -8,6 +8,7 @@
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/repack.h"
 #include "backend/cpu/vec_dot.h"
+#include "simd_testing.h"
 
 #include "toyllm/graph.h"
 #include "toyllm/half.h"
@@ -27,7 +28,23 @@ namespace {
 using toyllm::DType;
 namespace cpu = toyllm::cpu;
 
-bool have_kernels() { return cpu::cpu_features().level == cpu::SimdLevel::AVX512; }
+// Runs body(type) for each type at every SIMD level of this CPU with packed kernels for
+// it (AVX-512 VNNI: all four types; AVX2: Q8_0 and Q4_0).
+template <class Body>
+void for_each_packed(std::initializer_list<DType> types, const Body & body) {
+    int runs = 0;
+    toyllm::testing::for_each_level([&](cpu::SimdLevel) {
+        for (DType t : types) {
+            if (!cpu::packed_kernel_available(t)) continue;
+            SCOPED_TRACE(std::string(toyllm::dtype_name(t)));
+            body(t);
+            ++runs;
+        }
+    });
+    if (runs == 0) GTEST_SKIP() << "no packed kernels on this CPU (they need AVX2 or AVX-512 VNNI)";
+}
+
+constexpr std::initializer_list<DType> kPackedTypes = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K};
 
 std::vector<float> random_floats(int64_t n, uint32_t seed, float scale = 1.0f) {
     std::mt19937 rng(seed);
@@ -201,8 +218,7 @@ TEST(Repack, Q6_KLayoutIsTheOneRepackHDescribes) {
 // The block dots are exact integers and the cross-block sum is one fma chain per output,
 // so the result is within a few roundings per block of the exact sum: 1e-5 of sum |w x|.
 TEST(Repack, MatmulMatchesDequantizedReference) {
-    if (!have_kernels()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: the packed kernels are not used";
-    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
+    for_each_packed(kPackedTypes, [](DType t) {
         for (int64_t n_rows : {1, 16, 37}) {
             for (int64_t n : {32, 96, 256, 576, 2048}) {
                 if (n % toyllm::dtype_info(t).block_size != 0) continue;
@@ -232,13 +248,11 @@ TEST(Repack, MatmulMatchesDequantizedReference) {
                 }
             }
         }
-    }
+    });
 }
 
 TEST(Repack, BitsDoNotDependOnColumnsOrBandRanges) {
-    if (!have_kernels()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: the packed kernels are not used";
-    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
-        SCOPED_TRACE(std::string(toyllm::dtype_name(t)));
+    for_each_packed(kPackedTypes, [](DType t) {
         const int64_t n_rows = 75, n = toyllm::dtype_info(t).block_size == 256 ? 512 : 576, m = 9, bands = cpu::packed_bands(n_rows);
         const Matrix w(t, n_rows, n, 5);
         const Activations x = make_activations(t, n, m, 6);
@@ -256,16 +270,14 @@ TEST(Repack, BitsDoNotDependOnColumnsOrBandRanges) {
             EXPECT_EQ(std::memcmp(y.data(), all.data() + c * n_rows, static_cast<size_t>(n_rows) * sizeof(float)), 0)
                 << "column " << c;
         }
-    }
+    });
 }
 
 // Through the backend: a constant weight takes the packed path (its results are the
 // packed kernel's, not the plain one's), batches and thread counts do not change a bit,
 // and a weight whose data pointer moves is packed again.
 TEST(Repack, BackendPacksConstantWeights) {
-    if (!have_kernels()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: the packed kernels are not used";
-    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
-        SCOPED_TRACE(std::string(toyllm::dtype_name(t)));
+    for_each_packed(kPackedTypes, [](DType t) {
         const int64_t K = toyllm::dtype_info(t).block_size == 256 ? 512 : 576, N = 75, M = 5, B = 2;
         const Matrix w1(t, N, K, 21), w2(t, N, K, 22);
         const Activations xs = make_activations(t, K, M * B, 23);
@@ -302,11 +314,11 @@ TEST(Repack, BackendPacksConstantWeights) {
         be->compute(g);
         const auto * got = static_cast<const float *>(y->data);
         for (size_t i = 0; i < want2.size(); ++i) EXPECT_NEAR(got[i], want2[i], 1e-3 * (1.0 + std::fabs(want2[i])));
-    }
+    });
 }
 
 TEST(Repack, OnlyPlainConstantMatricesArePacked) {
-    if (!have_kernels()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: the packed kernels are not used";
+    if (!cpu::packed_kernel_available(DType::Q4_0)) GTEST_SKIP() << "no packed kernels on this CPU (they need AVX2 or AVX-512 VNNI)";
     toyllm::Context ctx;
     toyllm::Tensor * w = ctx.new_tensor(DType::Q4_0, {64, 8}, "w");
     toyllm::Tensor * wf = ctx.new_tensor(DType::F32, {64, 8}, "wf");

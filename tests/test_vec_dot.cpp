@@ -9,6 +9,7 @@
 #include "backend/cpu/vec_dot.h"
 #include "backend/cpu/vec_math.h"
 #include "backend/cpu/vec_math_kernels.h"
+#include "simd_testing.h"
 
 #include "toyllm/error.h"
 #include "toyllm/graph.h"
@@ -36,57 +37,12 @@ namespace {
 using toyllm::DType;
 using toyllm::cpu::BlockQ8_K;
 using toyllm::cpu::SimdLevel;
+using toyllm::testing::available_levels;
+using toyllm::testing::for_each_level;
+using toyllm::testing::ScopedSimd;
 
 constexpr DType kWeightTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0,
                                   DType::Q4_0, DType::Q4_K, DType::Q6_K};
-
-// Sets TOYLLM_SIMD for the lifetime of the object and re-reads the CPU features;
-// restores the previous value (or its absence) afterwards.
-class ScopedSimd {
-  public:
-    explicit ScopedSimd(const char * value) {
-        if (const char * old = std::getenv("TOYLLM_SIMD")) old_ = old;
-        if (value != nullptr) {
-            setenv("TOYLLM_SIMD", value, 1);
-        } else {
-            unsetenv("TOYLLM_SIMD");
-        }
-    }
-    ~ScopedSimd() {
-        if (old_) {
-            setenv("TOYLLM_SIMD", old_->c_str(), 1);
-        } else {
-            unsetenv("TOYLLM_SIMD");
-        }
-        toyllm::cpu::reset_cpu_features_for_testing();
-    }
-    ScopedSimd(const ScopedSimd &) = delete;
-    ScopedSimd & operator=(const ScopedSimd &) = delete;
-
-  private:
-    std::optional<std::string> old_;
-};
-
-// Every level up to what this CPU supports.
-std::vector<SimdLevel> available_levels() {
-    ScopedSimd none(nullptr);
-    const SimdLevel max = toyllm::cpu::reset_cpu_features_for_testing().level;
-    std::vector<SimdLevel> v;
-    for (int l = 0; l <= static_cast<int>(max); ++l) v.push_back(static_cast<SimdLevel>(l));
-    return v;
-}
-
-// Runs body() once per available level with that level active.
-template <class Body>
-void for_each_level(const Body & body) {
-    for (SimdLevel level : available_levels()) {
-        const char * name = toyllm::cpu::simd_level_name(level);
-        SCOPED_TRACE(std::string("simd ") + name);
-        ScopedSimd s(name);
-        ASSERT_EQ(toyllm::cpu::reset_cpu_features_for_testing().level, level);
-        body(level);
-    }
-}
 
 std::vector<float> random_floats(int64_t n, uint32_t seed, float scale = 1.0f) {
     std::mt19937 rng(seed);

@@ -84,15 +84,20 @@ void pack_q6_k_block(const uint8_t * w, int64_t w_row_bytes, int64_t n_rows, int
 
 k::PackedFn packed_fn(DType type) {
 #if defined(TOYLLM_X86)
-    if (cpu_features().level != SimdLevel::AVX512) return nullptr;
-    if (type == DType::Q8_0) return k::kAvx512Packed[k::kQ8_0];
-    if (type == DType::Q4_0) return k::kAvx512Packed[k::kQ4_0];
-    if (type == DType::Q4_K) return k::kAvx512Packed[k::kQ4_K];
-    if (type == DType::Q6_K) return k::kAvx512Packed[k::kQ6_K];
+    const SimdLevel level = cpu_features().level;
+    if (level == SimdLevel::SCALAR) return nullptr;
+    const k::PackedFn * table = level == SimdLevel::AVX512 ? k::kAvx512Packed : k::kAvx2Packed;
+    switch (type) {
+        case DType::Q8_0: return table[k::kQ8_0];
+        case DType::Q4_0: return table[k::kQ4_0];
+        case DType::Q4_K: return table[k::kQ4_K];
+        case DType::Q6_K: return table[k::kQ6_K];
+        default: return nullptr;
+    }
 #else
     (void)type;
-#endif
     return nullptr;
+#endif
 }
 
 bool repack_enabled() {
@@ -120,6 +125,8 @@ void release_pages(const void * data, size_t bytes) {
 }
 
 }  // namespace
+
+bool packed_kernel_available(DType type) { return packed_fn(type) != nullptr; }
 
 bool matmul_uses_packed(const Tensor * node) {
     if (node->op != Op::MATMUL || node->params.i[0] != 0 || node->params.i[1] != 0) return false;

@@ -1,6 +1,7 @@
 // Q8_0, Q4_0, Q4_K and Q6_K weights repacked in bands of 16 rows for the matmul kernels of
-// vec_dot_packed_avx512.cpp, which read them as one stream and keep a band's 16 outputs
-// in one register (see that file for the arithmetic).
+// vec_dot_packed_avx512.cpp (and, for Q8_0 and Q4_0, vec_dot_packed_avx2.cpp), which
+// read them as one stream and keep a band's outputs in one register per 16 (8) rows (see
+// those files for the arithmetic).
 //
 // Band j holds rows 16j .. 16j+15 (rows past the matrix are zero padding), block by
 // block: for block b, the 16 rows' f16 scales (32 bytes), then the quants as 4 (Q4_0) or
@@ -29,9 +30,13 @@ namespace toyllm::cpu {
 
 constexpr int64_t kPackedBandRows = 16;
 
-// Whether this matmul node runs on packed weights: src[0] constant, Q8_0, Q4_0, Q4_K or Q6_K, one
-// 2-D matrix of contiguous rows, not transposed, and the CPU has the kernels (AVX-512
-// VNNI).
+// Whether the current SIMD level has packed kernels for this type: AVX-512 VNNI for Q8_0,
+// Q4_0, Q4_K and Q6_K (vec_dot_packed_avx512.cpp), AVX2 for Q8_0 and Q4_0
+// (vec_dot_packed_avx2.cpp); none in scalar code.
+bool packed_kernel_available(DType type);
+
+// Whether this matmul node runs on packed weights: src[0] constant, of a type with packed
+// kernels, one 2-D matrix of contiguous rows, and not transposed.
 bool matmul_uses_packed(const Tensor * node);
 
 int64_t packed_bands(int64_t n_rows);

@@ -125,6 +125,7 @@ struct IsaKernels {
 extern const IsaKernels kAvx2Kernels;    // vec_dot_avx2.cpp; needs AVX2 + FMA + F16C
 extern const IsaKernels kAvx512Kernels;  // vec_dot_avx512.cpp; needs AVX-512 F/BW/VL/DQ + VNNI
 extern const PackedFn kAvx512Packed[kWeightKinds];  // vec_dot_packed_avx512.cpp; nullptr: none
+extern const PackedFn kAvx2Packed[kWeightKinds];    // vec_dot_packed_avx2.cpp; nullptr: none
 #endif
 
 }  // namespace toyllm::cpu::kernels
