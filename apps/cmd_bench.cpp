@@ -140,6 +140,7 @@ int cmd_bench(const std::vector<std::string> & argv) {
             j["tg_bound_tokens_per_s"] = bound;
         }
         if (cpu) j["weights_read_gbps"] = read;
+        j["packed_weight_bytes"] = s.backend().derived_weight_bytes();
         std::puts(j.dump(2).c_str());
         return 0;
     }
@@ -156,6 +157,10 @@ int cmd_bench(const std::vector<std::string> & argv) {
         std::printf("\nweights read-only (a sum over them in place, %d threads): %.1f GB/s = %.1f t/s", sc.n_threads, read,
                     read_bound);
         if (!tg.empty()) std::printf("; tg reaches %.0f%% of it", 100.0 * stats(tg).mean / read_bound);
+    }
+    if (const size_t packed = s.backend().derived_weight_bytes()) {
+        std::printf("\npacked weights: %.1f MB, a copy in 16-row bands for the CPU kernels (TOYLLM_REPACK=0: none)",
+                    static_cast<double>(packed) / 1e6);
     }
     std::printf("\n");
     return 0;

@@ -1,5 +1,6 @@
 // The model subcommands as a user runs them: generate against llama2.c's printed text,
 // logits against its numbers, bench's report, and one clear error per bad input.
+#include "backend/cpu/repack.h"
 #include "model_testing.h"
 
 #include "toyllm/gguf.h"
@@ -119,6 +120,19 @@ TEST(CliBench, ReportsSpeedAndTheBound) {
     // Q8_0 matrices of stories260K: 34 bytes per 32 weights, plus the f32 ffn_down and norms.
     EXPECT_GT(j["bytes_per_token"].get<double>(), 2e5);
     EXPECT_LT(j["bytes_per_token"].get<double>(), 5e5);
+    // Its Q8_0 matrices (all but the f32 ffn_down) run packed where the CPU has the
+    // kernels: a copy of about their size, less than a token reads.
+    if (toyllm::cpu::packed_kernel_available(toyllm::DType::Q8_0)) {
+        EXPECT_GT(j["packed_weight_bytes"].get<double>(), 1e5);
+        EXPECT_LT(j["packed_weight_bytes"].get<double>(), j["bytes_per_token"].get<double>());
+    } else {
+        EXPECT_EQ(j["packed_weight_bytes"].get<double>(), 0.0);
+    }
+    ::setenv("TOYLLM_REPACK", "0", 1);
+    const CliRun off = run_toyllm("bench -m " + model.string() + " -p 4 -n 4 -r 1 --threads 1 --json");
+    ::unsetenv("TOYLLM_REPACK");
+    ASSERT_EQ(off.status, 0) << off.err;
+    EXPECT_EQ(json::parse(off.out)["packed_weight_bytes"].get<double>(), 0.0);
 }
 
 // TOYLLM_PROFILE=1: the time per op on stderr, weight products apart by the weight's

@@ -73,6 +73,9 @@ class Backend {
     // bytes written (a device-to-device copy on a GPU); 0 where the backend does not
     // measure it (the CPU's bound comes from the triad in memory_bandwidth.h).
     virtual double memory_gbps() { return 0.0; }
+    // Bytes of weight copies the backend keeps in a layout of its own (the CPU's packed
+    // Q8_0/Q4_0/Q4_K/Q6_K matrices), made so far.
+    virtual size_t derived_weight_bytes() const { return 0; }
 };
 
 // "cpu" (always) or "cuda" (when built with TOYLLM_CUDA; else an Error that says so, and

@@ -53,6 +53,8 @@ class CpuBackend : public Backend {
 
     bool supports(const Tensor & node) const override { return node.op < Op::COUNT; }
 
+    size_t derived_weight_bytes() const override { return packed_weights_.bytes(); }
+
     // One pool run for the whole graph: every thread walks the nodes and the threads
     // meet at a barrier after each phase (waking the pool per phase cost about 1.5 us,
     // against 0.1-0.3 us for a barrier, and a decode step has about 600 phases). A kernel
