@@ -1,5 +1,5 @@
-// Packing of Q8_0 / Q4_0 weights into bands of 16 rows (repack.h) and the dispatch of
-// the packed kernels.
+// Packing of Q8_0 / Q4_0 / Q4_K / Q6_K weights into bands of 16 rows (repack.h) and the
+// dispatch of the packed kernels.
 #include "backend/cpu/repack.h"
 
 #include "backend/cpu/cpu_features.h"
