@@ -20,9 +20,10 @@
 //               GB/s counts the weight bytes; vs_triad and vs_read divide it by the
 //               triad and read bandwidth with the same thread count (measured first).
 //   matvec/<type>_packed/<rows>x<cols>/tN
-//               the same for Q8_0, Q4_0 and Q4_K weights packed in bands of 16 rows
-//               (backend/cpu/repack.h), as the CPU backend runs constant weights, on
-//               CPUs with the packed kernels (AVX-512 VNNI). Conversion of x included.
+//               the same for weights packed in bands of 16 rows (backend/cpu/repack.h),
+//               as the CPU backend runs a model's weights, for the types the current
+//               level has packed kernels for (AVX-512 VNNI: Q8_0, Q4_0, Q4_K, Q6_K;
+//               AVX2: Q8_0, Q4_0). Conversion of x included; GB/s of the packed bytes.
 //   matvec_hot/<type>/<rows>x<cols>/t1
 //               one copy of W, warm in the caches (when it fits in L3).
 //   matvec_l2/<type>/<rows>x2048/t1
@@ -274,20 +275,6 @@ void report_matvec(benchmark::State & state, const MatvecCase & mc, size_t matri
     state.counters["us/matvec"] = sec / static_cast<double>(state.iterations()) * 1e6;
 }
 
-// Whether this CPU runs packed weights of this type (as the backend decides).
-bool has_packed(DType type) {
-    toyllm::Tensor w, x, y;
-    w.type = type;
-    w.ne = {2048, 16, 1, 1};
-    w.nb = {static_cast<int64_t>(toyllm::dtype_info(type).type_size), static_cast<int64_t>(toyllm::dtype_row_bytes(type, 2048)), 0, 0};
-    w.flags = toyllm::TENSOR_CONSTANT;
-    static uint8_t dummy;
-    w.data = &dummy;
-    y.op = toyllm::Op::MATMUL;
-    y.src = {&w, &x};
-    return toyllm::cpu::matmul_uses_packed(&y);
-}
-
 }  // namespace
 
 int main(int argc, char ** argv) {
@@ -315,7 +302,7 @@ int main(int argc, char ** argv) {
                                              bm_matvec, MatvecCase{type, rows, cols, t, true})
                     ->UseRealTime()->Unit(benchmark::kMicrosecond);
             }
-            if (has_packed(type)) {
+            if (toyllm::cpu::packed_kernel_available(type)) {
                 for (int t : {1, 2}) {
                     benchmark::RegisterBenchmark(("matvec/" + tn + "_packed/" + shape + "/t" + std::to_string(t)).c_str(),
                                                  bm_matvec, MatvecCase{type, rows, cols, t, true, true})
@@ -333,7 +320,7 @@ int main(int argc, char ** argv) {
         benchmark::RegisterBenchmark(("matvec_l2/" + std::string(toyllm::dtype_name(type)) + "/" + std::to_string(rows) + "x2048/t1").c_str(),
                                      bm_matvec, MatvecCase{type, rows, cols, 1, false})
             ->UseRealTime()->Unit(benchmark::kMicrosecond);
-        if (has_packed(type)) {
+        if (toyllm::cpu::packed_kernel_available(type)) {
             const int64_t prow = (rows + 15) / 16 * 16;
             benchmark::RegisterBenchmark(("matvec_l2/" + std::string(toyllm::dtype_name(type)) + "_packed/" + std::to_string(prow) + "x2048/t1").c_str(),
                                          bm_matvec, MatvecCase{type, prow, cols, 1, false, true})

@@ -1,6 +1,6 @@
 // The Llama forward pass against llama2.c's run.c and llama.cpp on stories260K:
 // logits to 1e-4 (f32), greedy generations token for token.
-#include "backend/cpu/cpu_features.h"
+#include "backend/cpu/repack.h"
 #include "model_testing.h"
 
 #include "toyllm/model.h"
@@ -98,8 +98,8 @@ void track_llama_cpp(const char * model_file, const char * ref_file, DType cache
 // tokens equal. With the f16 cache, as llama.cpp runs, Q8_0 logits equal llama.cpp's to the
 // printed digits (measured KL 4e-16 to 7e-14) and Q4_0's track them (1.1e-4: llama.cpp
 // repacks Q4_0 weights for its own kernel order). Where our Q4_0 weights run packed
-// (AVX-512 VNNI, backend/cpu/repack.h) each block dot is summed as llama.cpp's repacked
-// kernel sums it, and Q4_0 equals llama.cpp's to the printed digits too (KL 1e-13).
+// (AVX-512 VNNI or AVX2, backend/cpu/repack.h) each block dot is summed as llama.cpp's
+// repacked kernel sums it, and Q4_0 equals llama.cpp's to the printed digits too (KL 1e-13).
 TEST(Model, Q8_0WithF16CacheMatchesLlamaCpp) {
     Tracking r;
     track_llama_cpp("stories260K-q8_0.gguf", "llamacpp_reference_q8_0.json", DType::F16, r);
@@ -115,7 +115,7 @@ TEST(Model, Q4_0WithF16CacheTracksLlamaCpp) {
     if (::testing::Test::IsSkipped()) return;
     EXPECT_LT(r.mean_kl, 1e-3);
     EXPECT_EQ(r.n_disagree, 0);
-    if (toyllm::cpu::cpu_features().level == toyllm::cpu::SimdLevel::AVX512) {
+    if (toyllm::cpu::packed_kernel_available(DType::Q4_0)) {
         EXPECT_LT(r.max_abs_diff, 1e-4) << "packed Q4_0 sums as llama.cpp's repacked kernel";
     }
 }

@@ -9,6 +9,7 @@
 #include "backend/cpu/repack.h"
 #include "backend/cpu/vec_dot.h"
 #include "simd_testing.h"
+#include "testing.h"
 
 #include "toyllm/graph.h"
 #include "toyllm/half.h"
@@ -26,6 +27,7 @@
 namespace {
 
 using toyllm::DType;
+using toyllm::testing::random_floats;
 namespace cpu = toyllm::cpu;
 
 // Runs body(type) for each type at every SIMD level of this CPU with packed kernels for
@@ -45,17 +47,6 @@ void for_each_packed(std::initializer_list<DType> types, const Body & body) {
 }
 
 constexpr std::initializer_list<DType> kPackedTypes = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K};
-
-std::vector<float> random_floats(int64_t n, uint32_t seed, float scale = 1.0f) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-    std::vector<float> v(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; i += 32) {  // block scales that differ
-        const float s = scale * std::ldexp(1.0f, static_cast<int>(rng() % 7) - 3);
-        for (int64_t j = i; j < n && j < i + 32; ++j) v[static_cast<size_t>(j)] = s * u(rng);
-    }
-    return v;
-}
 
 struct Matrix {
     DType type;

@@ -10,6 +10,7 @@
 #include "backend/cpu/vec_math.h"
 #include "backend/cpu/vec_math_kernels.h"
 #include "simd_testing.h"
+#include "testing.h"
 
 #include "toyllm/error.h"
 #include "toyllm/graph.h"
@@ -35,6 +36,7 @@
 namespace {
 
 using toyllm::DType;
+using toyllm::testing::random_floats;
 using toyllm::cpu::BlockQ8_K;
 using toyllm::cpu::SimdLevel;
 using toyllm::testing::available_levels;
@@ -43,18 +45,6 @@ using toyllm::testing::ScopedSimd;
 
 constexpr DType kWeightTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0,
                                   DType::Q4_0, DType::Q4_K, DType::Q6_K};
-
-std::vector<float> random_floats(int64_t n, uint32_t seed, float scale = 1.0f) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-    std::vector<float> v(static_cast<size_t>(n));
-    // Vary the magnitude every 32 values so that block scales differ.
-    for (int64_t i = 0; i < n; i += 32) {
-        const float s = scale * std::ldexp(1.0f, static_cast<int>(rng() % 7) - 3);
-        for (int64_t j = i; j < n && j < i + 32; ++j) v[static_cast<size_t>(j)] = s * u(rng);
-    }
-    return v;
-}
 
 // ggml's quantize_row_q8_K_ref, written from its source: iscale = -127 / max where max is
 // the first value of largest magnitude, q = nearest_int(iscale * x) (half to even),

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -86,6 +87,17 @@ CliRun run_toyllm(const std::string & args) {
     r.err.assign(err.begin(), err.end());
     r.both = r.out + r.err;
     return r;
+}
+
+std::vector<float> random_floats(int64_t n, uint32_t seed, float scale) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    std::vector<float> v(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; i += 32) {
+        const float s = scale * std::ldexp(1.0f, static_cast<int>(rng() % 7) - 3);
+        for (int64_t j = i; j < n && j < i + 32; ++j) v[static_cast<size_t>(j)] = s * u(rng);
+    }
+    return v;
 }
 
 }  // namespace toyllm::testing

@@ -1,6 +1,7 @@
 // Helpers shared by the tests: where the reference data is, and scratch files.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -31,6 +32,10 @@ class TempDir {
 };
 
 std::vector<uint8_t> read_file_bytes(const std::filesystem::path & p);
+
+// n floats uniform in [-scale, scale] times 2^k, k in -3 .. 3 drawn every 32 values, so
+// that the blocks of a quantized row get different scales.
+std::vector<float> random_floats(int64_t n, uint32_t seed, float scale = 1.0f);
 
 // One run of the toyllm program ($TOYLLM_BIN/toyllm, else build/release/bin/toyllm)
 // through the shell, as a user would type `toyllm ARGS`.

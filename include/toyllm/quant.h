@@ -40,12 +40,12 @@ struct BlockQ6_K {
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18);
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ6_K) == 210);
 
-// Whether dequantize_row / quantize_row handle the type.
 // Sub-block j's (0-7) 6-bit scale and min in a Q4_K block's 12 scale bytes, as ggml packs
 // them: the first four in the low 6 bits of bytes 0-3 (scales) and 4-7 (mins), the last
 // four split between the nibbles of bytes 8-11 and the top 2 bits of bytes 0-7.
 void q4_k_scale_min(int j, const uint8_t * scales, uint8_t & sc, uint8_t & m);
 
+// Whether dequantize_row / quantize_row handle the type.
 bool can_dequantize(DType t);
 bool can_quantize(DType t);
 

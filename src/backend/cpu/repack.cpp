@@ -44,6 +44,28 @@ int64_t band_block_bytes(DType type) {
 
 int64_t block_values(DType type) { return static_cast<int64_t>(dtype_info(type).block_size); }
 
+// Q8_0 / Q4_0: the scales, then the quants in runs of 4 bytes per row (Q8_0 + 128).
+template <class Block, int kRuns>
+void pack_q_block(const uint8_t * w, int64_t w_row_bytes, int64_t n_rows, int64_t r0, int64_t b, uint8_t * dst) {
+    constexpr bool q8 = kRuns == 8;
+    for (int64_t l = 0; l < kPackedBandRows; ++l) {
+        const int64_t r = r0 + l;
+        uint16_t d = 0;
+        uint8_t q[4 * kRuns];
+        std::memset(q, q8 ? 0x80 : 0x88, sizeof q);  // padding: zeros (and scale 0)
+        if (r < n_rows) {
+            const auto & blk = reinterpret_cast<const Block *>(w + r * w_row_bytes)[b];
+            d = blk.d;
+            std::memcpy(q, blk.qs, sizeof q);
+            if (q8) {
+                for (uint8_t & v : q) v = static_cast<uint8_t>(v + 128);
+            }
+        }
+        std::memcpy(dst + 2 * l, &d, 2);
+        for (int run = 0; run < kRuns; ++run) std::memcpy(dst + 32 + 64 * run + 4 * l, q + 4 * run, 4);
+    }
+}
+
 // Q4_K: d, dmin, the unpacked scales and mins and the quants of one block of a band.
 void pack_q4_k_block(const uint8_t * w, int64_t w_row_bytes, int64_t n_rows, int64_t r0, int64_t b, uint8_t * dst) {
     for (int64_t l = 0; l < kPackedBandRows; ++l) {
@@ -147,43 +169,20 @@ size_t packed_bytes(DType type, int64_t n_rows, int64_t n) {
 
 void pack_bands(DType type, const void * w, int64_t w_row_bytes, int64_t n_rows, int64_t n, int64_t band_begin,
                 int64_t band_end, void * out) {
-    const int64_t nb = n / block_values(type), block_bytes = band_block_bytes(type);
-    if (type == DType::Q4_K || type == DType::Q6_K) {
-        const auto pack_block = type == DType::Q4_K ? pack_q4_k_block : pack_q6_k_block;
-        for (int64_t band = band_begin; band < band_end; ++band) {
-            auto * dst = static_cast<uint8_t *>(out) + band * nb * block_bytes;
-            for (int64_t b = 0; b < nb; ++b) {
-                pack_block(static_cast<const uint8_t *>(w), w_row_bytes, n_rows, kPackedBandRows * band, b, dst + b * block_bytes);
-            }
-        }
-        return;
+    using PackBlock = void (*)(const uint8_t *, int64_t, int64_t, int64_t, int64_t, uint8_t *);
+    PackBlock pack_block = nullptr;
+    switch (type) {
+        case DType::Q8_0: pack_block = pack_q_block<k::Q8_0Block, 8>; break;
+        case DType::Q4_0: pack_block = pack_q_block<k::Q4_0Block, 4>; break;
+        case DType::Q4_K: pack_block = pack_q4_k_block; break;
+        case DType::Q6_K: pack_block = pack_q6_k_block; break;
+        default: TOYLLM_ASSERT(false && "no packed layout");
     }
-    TOYLLM_ASSERT(type == DType::Q8_0 || type == DType::Q4_0);
-    const int runs = type == DType::Q4_0 ? 4 : 8;
+    const int64_t nb = n / block_values(type), block_bytes = band_block_bytes(type);
     for (int64_t band = band_begin; band < band_end; ++band) {
         auto * dst = static_cast<uint8_t *>(out) + band * nb * block_bytes;
-        for (int64_t b = 0; b < nb; ++b, dst += block_bytes) {
-            for (int64_t l = 0; l < kPackedBandRows; ++l) {
-                const int64_t r = kPackedBandRows * band + l;
-                uint16_t d = 0;
-                uint8_t q[k::kQK] = {};
-                if (r < n_rows) {
-                    const auto * row = static_cast<const uint8_t *>(w) + r * w_row_bytes;
-                    if (type == DType::Q4_0) {
-                        const auto & blk = reinterpret_cast<const k::Q4_0Block *>(row)[b];
-                        d = blk.d;
-                        std::memcpy(q, blk.qs, sizeof blk.qs);
-                    } else {
-                        const auto & blk = reinterpret_cast<const k::Q8_0Block *>(row)[b];
-                        d = blk.d;
-                        for (int i = 0; i < k::kQK; ++i) q[i] = static_cast<uint8_t>(blk.qs[i] + 128);
-                    }
-                } else {
-                    std::memset(q, type == DType::Q4_0 ? 0x88 : 0x80, sizeof q);  // zeros
-                }
-                std::memcpy(dst + 2 * l, &d, 2);
-                for (int run = 0; run < runs; ++run) std::memcpy(dst + 32 + 64 * run + 4 * l, q + 4 * run, 4);
-            }
+        for (int64_t b = 0; b < nb; ++b) {
+            pack_block(static_cast<const uint8_t *>(w), w_row_bytes, n_rows, kPackedBandRows * band, b, dst + b * block_bytes);
         }
     }
 }
