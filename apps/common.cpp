@@ -12,7 +12,7 @@ std::vector<OptionSpec> with_common_options(std::vector<OptionSpec> specific) {
     specific.push_back({"--ctx", "N", "context length (default: the model's context_length)"});
     specific.push_back({"--threads", "N", "CPU threads (default: " + std::to_string(hw == 0 ? 1 : hw) + ", the cores available)"});
     specific.push_back({"--device", "D", "cpu or cuda (default cpu)"});
-    specific.push_back({"--no-mmap", "", "read the model into memory (huge pages) instead of mapping it: faster F32/F16 decode, slower start (packed Q8_0/Q4_0/Q4_K/Q6_K matrices are in huge pages either way, and both copies stay in memory)"});
+    specific.push_back({"--no-mmap", "", "read the model into memory (huge pages) instead of mapping it: slower start; faster F32/F16 decode where the weights are not packed (packed matrices, every type with AVX-512 VNNI, are in huge pages either way, and both copies stay in memory)"});
     specific.push_back({"--cache-type", "T", "KV cache type: f32 (default) or f16 (half the memory; cpu only; attention in llama.cpp's order)"});
     return specific;
 }

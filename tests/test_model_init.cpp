@@ -107,12 +107,13 @@ TEST(ModelInit, BatchNeighboursDoNotChangeASequence) {
     }
 }
 
-// Q8_0, Q4_0, Q4_K and Q6_K weights run packed on AVX-512 VNNI (and plain elsewhere): a
-// prompt's logits are the same bits fed at once and one token at a time (decode's
-// matrix-vector products against prefill's several-row ones).
-TEST(ModelInit, DecodeAndPrefillAgreeForEveryQuantizedType) {
+// F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K weights run packed on AVX-512 VNNI (and through
+// the plain dot and tile kernels elsewhere): a prompt's logits are the same bits fed at
+// once and one token at a time (decode's matrix-vector products against prefill's
+// several-row ones).
+TEST(ModelInit, DecodeAndPrefillAgreeForEveryHalfAndQuantizedType) {
     toyllm::testing::TempDir tmp;
-    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
+    for (DType type : {DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
         const std::string path = (tmp / "m.gguf").string();
         ModelConfig c = tiny(Arch::LLAMA);
         c.n_embd = 256;  // Q4_K rows are multiples of 256

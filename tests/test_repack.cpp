@@ -1,10 +1,11 @@
-// Q8_0 / Q4_0 / Q4_K / Q6_K weights packed in bands of 16 rows (backend/cpu/repack.h) and their
-// matmul kernels: the layout against the description in repack.h, every output against
-// a double-precision sum over the reference dequantization of both operands (the weight
-// as quant.h dequantizes it, the activation as quantize_row(Q8_0) rounds it, or for k-quants
-// the Q8_K row of vec_dot_for(type), tested against ggml's formula in test_vec_dot), the same
-// bits whatever the number of activation rows, the band ranges or the thread count, and
-// the backend's use of them for constant weights only.
+// Weights packed in bands of 16 rows (backend/cpu/repack.h) and their matmul kernels: the
+// layout against the description in repack.h, every output against a double-precision
+// sum over the reference dequantization of both operands (the weight as quant.h
+// dequantizes it, the activation as quantize_row(Q8_0) rounds it, or for k-quants the
+// Q8_K row of vec_dot_for(type), tested against ggml's formula in test_vec_dot; f32,
+// f16 and bf16 take the activation as it is), the plain types' order of summation, the
+// same bits whatever the number of activation rows, the band ranges or the thread count,
+// and the backend's use of them for constant weights only.
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/repack.h"
 #include "backend/cpu/vec_dot.h"
@@ -31,7 +32,7 @@ using toyllm::testing::random_floats;
 namespace cpu = toyllm::cpu;
 
 // Runs body(type) for each type at every SIMD level of this CPU with packed kernels for
-// it (AVX-512 VNNI: all four types; AVX2: Q8_0 and Q4_0).
+// it (AVX-512 VNNI: all seven types; AVX2: Q8_0 and Q4_0).
 template <class Body>
 void for_each_packed(std::initializer_list<DType> types, const Body & body) {
     int runs = 0;
@@ -46,7 +47,10 @@ void for_each_packed(std::initializer_list<DType> types, const Body & body) {
     if (runs == 0) GTEST_SKIP() << "no packed kernels on this CPU (they need AVX2 or AVX-512 VNNI)";
 }
 
-constexpr std::initializer_list<DType> kPackedTypes = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K};
+constexpr std::initializer_list<DType> kPackedTypes = {DType::F32, DType::F16, DType::BF16, DType::Q8_0,
+                                                       DType::Q4_0, DType::Q4_K, DType::Q6_K};
+
+bool is_plain(DType t) { return toyllm::dtype_info(t).block_size == 1; }
 
 struct Matrix {
     DType type;
@@ -79,13 +83,15 @@ Activations make_activations(DType w, int64_t n, int64_t m, uint32_t seed) {
     const auto x = random_floats(n * m, seed, 3.0f);
     a.packed.resize(static_cast<size_t>(a.row_bytes * m));
     a.deq.resize(x.size());
-    std::vector<uint8_t> q8(toyllm::dtype_row_bytes(DType::Q8_0, n));
+    std::vector<uint8_t> q8(is_plain(w) ? 0 : toyllm::dtype_row_bytes(DType::Q8_0, n));
     std::vector<cpu::BlockQ8_K> q8k(static_cast<size_t>(n / 256 + 1));
     for (int64_t c = 0; c < m; ++c) {
         const float * xc = x.data() + c * n;
         float * deq = a.deq.data() + c * n;
         cpu::packed_x_from_float(w, xc, a.packed.data() + c * a.row_bytes, n);
-        if (w == DType::Q4_K || w == DType::Q6_K) {
+        if (is_plain(w)) {
+            std::copy(xc, xc + n, deq);
+        } else if (w == DType::Q4_K || w == DType::Q6_K) {
             cpu::vec_dot_for(w).from_float(xc, q8k.data(), n);
             for (int64_t i = 0; i < n; ++i) deq[i] = q8k[static_cast<size_t>(i / 256)].d * q8k[static_cast<size_t>(i / 256)].qs[i % 256];
         } else {
@@ -206,12 +212,13 @@ TEST(Repack, Q6_KLayoutIsTheOneRepackHDescribes) {
     }
 }
 
-// The block dots are exact integers and the cross-block sum is one fma chain per output,
-// so the result is within a few roundings per block of the exact sum: 1e-5 of sum |w x|.
+// The block dots are exact integers and the cross-block sum is one fma chain per output
+// (plain types: four chains), so the result is within a few roundings per block of the
+// exact sum: 1e-5 of sum |w x|.
 TEST(Repack, MatmulMatchesDequantizedReference) {
     for_each_packed(kPackedTypes, [](DType t) {
         for (int64_t n_rows : {1, 16, 37}) {
-            for (int64_t n : {32, 96, 256, 576, 2048}) {
+            for (int64_t n : {32, 96, 256, 576, 2048, 67}) {
                 if (n % toyllm::dtype_info(t).block_size != 0) continue;
                 SCOPED_TRACE(std::string(toyllm::dtype_name(t)) + " " + std::to_string(n_rows) + " x " + std::to_string(n));
                 const Matrix w(t, n_rows, n, static_cast<uint32_t>(n_rows * 7 + n));
@@ -308,19 +315,68 @@ TEST(Repack, BackendPacksConstantWeights) {
     });
 }
 
-TEST(Repack, OnlyPlainConstantMatricesArePacked) {
+TEST(Repack, OnlyConstantMatricesArePacked) {
     if (!cpu::packed_kernel_available(DType::Q4_0)) GTEST_SKIP() << "no packed kernels on this CPU (they need AVX2 or AVX-512 VNNI)";
     toyllm::Context ctx;
     toyllm::Tensor * w = ctx.new_tensor(DType::Q4_0, {64, 8}, "w");
     toyllm::Tensor * wf = ctx.new_tensor(DType::F32, {64, 8}, "wf");
     toyllm::Tensor * x = ctx.new_tensor(DType::F32, {64, 2}, "x");
     for (toyllm::Tensor * t : {w, wf, x}) ctx.alloc(t);
+    EXPECT_FALSE(cpu::matmul_uses_packed(toyllm::matmul(ctx, w, x)));  // not flagged constant
     w->flags |= toyllm::TENSOR_CONSTANT;
     wf->flags |= toyllm::TENSOR_CONSTANT;
     EXPECT_TRUE(cpu::matmul_uses_packed(toyllm::matmul(ctx, w, x)));
-    EXPECT_FALSE(cpu::matmul_uses_packed(toyllm::matmul(ctx, wf, x)));  // f32: not packed
+    EXPECT_EQ(cpu::matmul_uses_packed(toyllm::matmul(ctx, wf, x)), cpu::packed_kernel_available(DType::F32));
     ctx.set_param(wf);
     EXPECT_EQ(wf->flags & toyllm::TENSOR_CONSTANT, 0u);  // a parameter is written by its optimizer
+    EXPECT_FALSE(cpu::matmul_uses_packed(toyllm::matmul(ctx, wf, x)));
+}
+
+// F32, F16 and BF16 bands: value k of the band's 16 rows at k * 16 + row, zeros past the
+// matrix.
+TEST(Repack, PlainLayoutIsTheOneRepackHDescribes) {
+    for (DType t : {DType::F32, DType::F16, DType::BF16}) {
+        SCOPED_TRACE(std::string(toyllm::dtype_name(t)));
+        const int64_t n = 37, elem = static_cast<int64_t>(toyllm::dtype_info(t).type_size);
+        const Matrix w(t, 21, n, 4);
+        ASSERT_EQ(w.packed.size(), static_cast<size_t>(2 * 16 * n * elem));
+        for (int64_t r = 0; r < 32; ++r) {
+            for (int64_t k = 0; k < n; ++k) {
+                const uint8_t * got = w.packed.data() + ((r / 16 * n + k) * 16 + r % 16) * elem;
+                std::vector<uint8_t> want(static_cast<size_t>(elem), 0);
+                if (r < w.n_rows) std::memcpy(want.data(), w.q.data() + r * w.row_bytes() + k * elem, static_cast<size_t>(elem));
+                EXPECT_EQ(std::memcmp(got, want.data(), static_cast<size_t>(elem)), 0) << "row " << r << " value " << k;
+            }
+        }
+    }
+}
+
+// The order repack.h promises for plain bands, written out with std::fma: chain j takes
+// the values k = 4i + j, the last n % 4 values go to chains 0, 1, 2, and
+// y = (chain 0 + chain 1) + (chain 2 + chain 3). The kernels give exactly these bits.
+TEST(Repack, PlainBandsSumInFourChains) {
+    for_each_packed({DType::F32, DType::F16, DType::BF16}, [](DType t) {
+        for (int64_t n : {1, 2, 3, 4, 5, 7, 64, 67, 576}) {
+            SCOPED_TRACE(std::to_string(n) + " values");
+            const int64_t n_rows = 19, m = 5;
+            const Matrix w(t, n_rows, n, static_cast<uint32_t>(n + 40));
+            const Activations x = make_activations(t, n, m, static_cast<uint32_t>(n + 41));
+            const auto y = run_packed(w, x, m, n_rows, 0, cpu::packed_bands(n_rows), std::vector<float>(static_cast<size_t>(n_rows * m)));
+            const int64_t n4 = n / 4 * 4;
+            for (int64_t c = 0; c < m; ++c) {
+                for (int64_t r = 0; r < n_rows; ++r) {
+                    float chain[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                    for (int64_t k = 0; k < n; ++k) {
+                        const int64_t j = k < n4 ? k % 4 : k - n4;
+                        chain[j] = std::fma(w.deq[static_cast<size_t>(r * n + k)], x.deq[static_cast<size_t>(c * n + k)], chain[j]);
+                    }
+                    const float want = (chain[0] + chain[1]) + (chain[2] + chain[3]);
+                    const float got = y[static_cast<size_t>(c * n_rows + r)];
+                    EXPECT_EQ(std::memcmp(&got, &want, sizeof got), 0) << "row " << r << " column " << c << ": " << got << " vs " << want;
+                }
+            }
+        }
+    });
 }
 
 }  // namespace

@@ -14,11 +14,12 @@
 //                   all activation rows by the tile kernels (matmul_tile), which decode
 //                   a weight block once for several activation rows. Both give every
 //                   output bit-identical to dot(), whatever M, the chunks or nth.
-//   a constant Q8_0/Q4_0/Q4_K/Q6_K matrix, on CPUs with the kernels: its packed copy (repack.h),
-//                   which the backend passes in KernelCtx::packed; b's rows are
-//                   converted into the packed kernels' activation rows and each thread
-//                   takes a range of 16-row bands against all of them. Decode and
-//                   prefill give the same bits.
+//   a constant matrix of a type with packed kernels on this CPU (repack.h; f32 too,
+//                   for any number of activation rows): its packed copy, which the
+//                   backend passes in KernelCtx::packed; b's rows are converted into
+//                   the packed kernels' activation rows and each thread takes a range
+//                   of 16-row bands against all of them. Decode and prefill give the
+//                   same bits.
 //   transposed a (gradients): gemm_f32 with a as its k-major operand (b_kn), read in
 //                   place when f32, else dequantized into f32 scratch first.
 #include "backend/cpu/gemm.h"
@@ -68,7 +69,8 @@ struct MatmulPlan {
         shared_a = a->ne[2] == 1 && a->ne[3] == 1 && node->nb[2] == node->nb[1] * node->ne[1] &&
                    node->nb[3] == node->nb[2] * node->ne[2];
         const int64_t rows_per_matrix = shared_a ? b->n_rows() : b->ne[1];
-        quant = !transposed && (a->type != DType::F32 || (rows_per_matrix == 1 && a->nb[0] == 4 && !accumulate));
+        packed = matmul_uses_packed(node);
+        quant = packed || (!transposed && (a->type != DType::F32 || (rows_per_matrix == 1 && a->nb[0] == 4 && !accumulate)));
         a_kn = !transposed && a->type == DType::F32 && a->nb[0] != 4 && a->nb[1] == 4 && a->nb[0] % 4 == 0;
         a_direct = a_kn || (a->nb[0] == static_cast<int64_t>(dtype_info(a->type).type_size) && (!transposed || a->type == DType::F32));
         b_km = !quant && b->nb[0] != 4 && b->nb[1] == 4 && b->nb[0] % 4 == 0;
@@ -79,7 +81,6 @@ struct MatmulPlan {
             a_bytes = align_up(static_cast<size_t>(a->n_elements()) * sizeof(float));
             at += a_bytes;
         }
-        packed = matmul_uses_packed(node);
         tiled = quant && !packed && rows_per_matrix > 1;
         if (packed) {
             b_row_bytes = static_cast<size_t>(packed_x_row_bytes(a->type, b->ne[0]));

@@ -1,5 +1,5 @@
-// Packing of Q8_0 / Q4_0 / Q4_K / Q6_K weights into bands of 16 rows (repack.h) and the
-// dispatch of the packed kernels.
+// Packing of weights into bands of 16 rows (repack.h) and the dispatch of the packed
+// kernels.
 #include "backend/cpu/repack.h"
 
 #include "backend/cpu/cpu_features.h"
@@ -10,6 +10,7 @@
 #include "toyllm/half.h"
 #include "toyllm/quant.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -28,11 +29,15 @@ static_assert(sizeof(k::PackedActBlock) == 40);
 
 namespace {
 
-// Bytes of one block of a band: Q8_0 / Q4_0: 16 f16 scales and 16 rows of quants; Q4_K:
-// 16 d and 16 dmin, 16 x 8 scales and 16 x 8 mins, 16 rows of quants; Q6_K: 16 d,
-// 16 x 16 scales, 16 rows of low and high quant bits.
+// Bytes of one block of a band: F32 / F16 / BF16: one value of each of the 16 rows;
+// Q8_0 / Q4_0: 16 f16 scales and 16 rows of quants; Q4_K: 16 d and 16 dmin, 16 x 8
+// scales and 16 x 8 mins, 16 rows of quants; Q6_K: 16 d, 16 x 16 scales, 16 rows of low
+// and high quant bits.
 int64_t band_block_bytes(DType type) {
     switch (type) {
+        case DType::F32: return 16 * 4;
+        case DType::F16:
+        case DType::BF16: return 16 * 2;
         case DType::Q4_0: return 32 + 16 * 16;
         case DType::Q8_0: return 32 + 16 * 32;
         case DType::Q4_K: return 64 + 256 + 16 * 128;
@@ -104,12 +109,27 @@ void pack_q6_k_block(const uint8_t * w, int64_t w_row_bytes, int64_t n_rows, int
     }
 }
 
+// F32 / F16 / BF16: value k of the band's rows (zeros past the matrix) at k * 16 + row.
+template <class T>
+void pack_plain_band(const uint8_t * w, int64_t w_row_bytes, int64_t n_rows, int64_t n, int64_t r0, uint8_t * dst) {
+    auto * out = reinterpret_cast<T *>(dst);
+    const int64_t rows = std::min<int64_t>(kPackedBandRows, n_rows - r0);
+    if (rows < kPackedBandRows) std::memset(out, 0, static_cast<size_t>(n * kPackedBandRows) * sizeof(T));
+    for (int64_t l = 0; l < rows; ++l) {
+        const auto * src = reinterpret_cast<const T *>(w + (r0 + l) * w_row_bytes);
+        for (int64_t k = 0; k < n; ++k) out[k * kPackedBandRows + l] = src[k];
+    }
+}
+
 k::PackedFn packed_fn(DType type) {
 #if defined(TOYLLM_X86)
     const SimdLevel level = cpu_features().level;
     if (level == SimdLevel::SCALAR) return nullptr;
     const k::PackedFn * table = level == SimdLevel::AVX512 ? k::kAvx512Packed : k::kAvx2Packed;
     switch (type) {
+        case DType::F32: return table[k::kF32];
+        case DType::F16: return table[k::kF16];
+        case DType::BF16: return table[k::kBF16];
         case DType::Q8_0: return table[k::kQ8_0];
         case DType::Q4_0: return table[k::kQ4_0];
         case DType::Q4_K: return table[k::kQ4_K];
@@ -169,6 +189,17 @@ size_t packed_bytes(DType type, int64_t n_rows, int64_t n) {
 
 void pack_bands(DType type, const void * w, int64_t w_row_bytes, int64_t n_rows, int64_t n, int64_t band_begin,
                 int64_t band_end, void * out) {
+    const auto * src = static_cast<const uint8_t *>(w);
+    auto * bands = static_cast<uint8_t *>(out);
+    if (block_values(type) == 1) {
+        const int64_t band_bytes = n * band_block_bytes(type);
+        for (int64_t band = band_begin; band < band_end; ++band) {
+            uint8_t * dst = bands + band * band_bytes;
+            if (type == DType::F32) pack_plain_band<uint32_t>(src, w_row_bytes, n_rows, n, kPackedBandRows * band, dst);
+            else pack_plain_band<uint16_t>(src, w_row_bytes, n_rows, n, kPackedBandRows * band, dst);
+        }
+        return;
+    }
     using PackBlock = void (*)(const uint8_t *, int64_t, int64_t, int64_t, int64_t, uint8_t *);
     PackBlock pack_block = nullptr;
     switch (type) {
@@ -180,14 +211,13 @@ void pack_bands(DType type, const void * w, int64_t w_row_bytes, int64_t n_rows,
     }
     const int64_t nb = n / block_values(type), block_bytes = band_block_bytes(type);
     for (int64_t band = band_begin; band < band_end; ++band) {
-        auto * dst = static_cast<uint8_t *>(out) + band * nb * block_bytes;
-        for (int64_t b = 0; b < nb; ++b) {
-            pack_block(static_cast<const uint8_t *>(w), w_row_bytes, n_rows, kPackedBandRows * band, b, dst + b * block_bytes);
-        }
+        uint8_t * dst = bands + band * nb * block_bytes;
+        for (int64_t b = 0; b < nb; ++b) pack_block(src, w_row_bytes, n_rows, kPackedBandRows * band, b, dst + b * block_bytes);
     }
 }
 
 int64_t packed_x_row_bytes(DType type, int64_t n) {
+    if (block_values(type) == 1) return n * static_cast<int64_t>(sizeof(float));
     if (type == DType::Q4_K || type == DType::Q6_K) return n / k::kQK_K * static_cast<int64_t>(sizeof(k::PackedActKBlock));
     return n / k::kQK * static_cast<int64_t>(sizeof(k::PackedActBlock));
 }
@@ -212,6 +242,10 @@ void convert_blocks(DType w, const float * x, void * out, int64_t n, const Fill 
 }  // namespace
 
 void packed_x_from_float(DType type, const float * x, void * out, int64_t n) {
+    if (block_values(type) == 1) {
+        std::memcpy(out, x, static_cast<size_t>(n) * sizeof(float));
+        return;
+    }
     if (type == DType::Q4_K || type == DType::Q6_K) {
         convert_blocks<k::Q8_KBlock, k::PackedActKBlock>(type, x, out, n, [](const k::Q8_KBlock & c, k::PackedActKBlock & p) {
             for (int j = 0; j < 16; ++j) p.sums[j] = c.bsums[j];

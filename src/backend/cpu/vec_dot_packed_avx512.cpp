@@ -1,6 +1,7 @@
-// AVX-512 VNNI kernels for Q8_0, Q4_0, Q4_K and Q6_K weights repacked in bands of 16 rows (repack.h
-// describes the layout): one int32 lane per weight row, so a band's 16 outputs grow in
-// one register, block after block, and the weights are read as one sequential stream.
+// AVX-512 VNNI kernels for weights repacked in bands of 16 rows (repack.h describes the
+// layouts): one lane per weight row, so a band's 16 outputs grow in one register, block
+// after block, and the weights are read as one sequential stream. F32, F16 and BF16
+// bands hold plain values (plain_band below); the quantized types:
 //
 // Per block of a band: the 16 rows' f16 scales (32 bytes), then the quants as 4 (Q4_0)
 // or 8 (Q8_0) registers whose lane l holds 4 bytes of row l. The activation's matching
@@ -191,6 +192,42 @@ void q6_k_band(const uint8_t * w, int64_t nb, const void * const * xv, __m512 * 
     }
 }
 
+// F32 / F16 / BF16: a band holds the 16 rows' value k (64 bytes of f32, 32 of f16 or
+// bf16) for k = 0, 1, ... in turn. Per row and activation column four chains take the
+// values k = 4i + j (chain j) in increasing i, a tail of n % 4 values going to chains
+// 0, 1, 2; then y = (chain 0 + chain 1) + (chain 2 + chain 3). Every lane is its own
+// sequence of fma, so the bits do not depend on the vector width.
+__m512 band_f32(const uint8_t * p) { return _mm512_loadu_ps(reinterpret_cast<const float *>(p)); }
+__m512 band_f16(const uint8_t * p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))); }
+__m512 band_bf16(const uint8_t * p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))), 16));
+}
+
+template <int CT, __m512 (*Load)(const uint8_t *), int kBytes>
+void plain_band(const uint8_t * w, int64_t n, const void * const * xv, __m512 * acc) {
+    const float * x[CT];
+    for (int c = 0; c < CT; ++c) x[c] = static_cast<const float *>(xv[c]);
+    __m512 chain[4][CT];
+    for (int j = 0; j < 4; ++j) {
+        for (int c = 0; c < CT; ++c) chain[j][c] = _mm512_setzero_ps();
+    }
+    const int64_t n4 = n / 4 * 4;
+    for (int64_t k = 0; k < n4; k += 4, w += 4 * kBytes) {
+        for (int j = 0; j < 4; ++j) {
+            const __m512 v = Load(w + j * kBytes);
+            for (int c = 0; c < CT; ++c) chain[j][c] = _mm512_fmadd_ps(v, _mm512_set1_ps(x[c][k + j]), chain[j][c]);
+        }
+    }
+    for (int j = 0; j < 3; ++j) {
+        if (n4 + j >= n) break;
+        const __m512 v = Load(w + j * kBytes);
+        for (int c = 0; c < CT; ++c) chain[j][c] = _mm512_fmadd_ps(v, _mm512_set1_ps(x[c][n4 + j]), chain[j][c]);
+    }
+    for (int c = 0; c < CT; ++c) {
+        acc[c] = _mm512_add_ps(_mm512_add_ps(chain[0][c], chain[1][c]), _mm512_add_ps(chain[2][c], chain[3][c]));
+    }
+}
+
 using BandFn = void (*)(const uint8_t *, int64_t, const void * const *, __m512 *);
 
 // One band against activation columns c0 .. c0+CT-1.
@@ -206,20 +243,39 @@ void band_columns(const PackedArgs & a, int64_t band, int64_t c0) {
     for (int c = 0; c < CT; ++c) _mm512_mask_storeu_ps(a.y + (c0 + c) * a.ldy + r0, m, acc[c]);
 }
 
-// Band by band (a band stays in the cache while it meets every column), the columns in
-// fours (the weight block decoded once for four), then the rest.
+// Groups of bands of about kGroupBytes times chunks of columns of about kChunkBytes, both
+// meant to stay in L2 while they meet: band by band within a group, each band against
+// the chunk's columns in fours (the weights decoded once for four), then the rest. The
+// order changes no bits: every output is one band_columns call's, the same for any CT.
+constexpr int64_t kGroupBytes = 256 * 1024;
+constexpr int64_t kChunkBytes = 256 * 1024;
+
 template <BandFn B1, BandFn B2, BandFn B3, BandFn B4>
 void packed_by_columns(const PackedArgs & a) {
-    for (int64_t band = 0; band < a.n_bands; ++band) {
-        int64_t c = 0;
-        for (; c + 4 <= a.n_cols; c += 4) band_columns<4, B4>(a, band, c);
-        switch (a.n_cols - c) {
-            case 3: band_columns<3, B3>(a, band, c); break;
-            case 2: band_columns<2, B2>(a, band, c); break;
-            case 1: band_columns<1, B1>(a, band, c); break;
-            default: break;
+    const int64_t group = a.band_bytes >= kGroupBytes ? 1 : kGroupBytes / a.band_bytes;
+    const int64_t chunk = a.x_row_bytes * 8 >= kChunkBytes ? 4 : kChunkBytes / a.x_row_bytes / 4 * 4;
+    for (int64_t g0 = 0; g0 < a.n_bands; g0 += group) {
+        const int64_t g1 = a.n_bands - g0 < group ? a.n_bands : g0 + group;
+        for (int64_t c0 = 0; c0 < a.n_cols; c0 += chunk) {
+            const int64_t c1 = a.n_cols - c0 < chunk ? a.n_cols : c0 + chunk;
+            for (int64_t band = g0; band < g1; ++band) {
+                int64_t c = c0;
+                for (; c + 4 <= c1; c += 4) band_columns<4, B4>(a, band, c);
+                switch (c1 - c) {
+                    case 3: band_columns<3, B3>(a, band, c); break;
+                    case 2: band_columns<2, B2>(a, band, c); break;
+                    case 1: band_columns<1, B1>(a, band, c); break;
+                    default: break;
+                }
+            }
         }
     }
+}
+
+template <__m512 (*Load)(const uint8_t *), int kBytes>
+void packed_plain(const PackedArgs & a) {
+    packed_by_columns<plain_band<1, Load, kBytes>, plain_band<2, Load, kBytes>, plain_band<3, Load, kBytes>,
+                      plain_band<4, Load, kBytes>>(a);
 }
 
 void packed_q4_0(const PackedArgs & a) { packed_by_columns<q4_0_band<1>, q4_0_band<2>, q4_0_band<3>, q4_0_band<4>>(a); }
@@ -229,6 +285,7 @@ void packed_q6_k(const PackedArgs & a) { packed_by_columns<q6_k_band<1>, q6_k_ba
 
 }  // namespace
 
-const PackedFn kAvx512Packed[kWeightKinds] = {nullptr, nullptr, nullptr, packed_q8_0, packed_q4_0, packed_q4_k, packed_q6_k};
+const PackedFn kAvx512Packed[kWeightKinds] = {packed_plain<band_f32, 64>, packed_plain<band_f16, 32>,
+                                              packed_plain<band_bf16, 32>, packed_q8_0, packed_q4_0, packed_q4_k, packed_q6_k};
 
 }  // namespace toyllm::cpu::kernels
