@@ -281,7 +281,12 @@ void packed_matmul(const PackedMatArgs & a, int64_t band_begin, int64_t band_end
 
 void PackedWeights::Free::operator()(void * p) const { std::free(p); }
 
-const void * PackedWeights::get(const Tensor * w, ThreadPool & pool) {
+const void * PackedWeights::find(const Tensor * w) const {
+    const auto it = map_.find(w);
+    return it != map_.end() && it->second.data == w->data ? it->second.packed.get() : nullptr;
+}
+
+const void * PackedWeights::get(const Tensor * w, ThreadPool & pool, bool release_original) {
     Entry & e = map_[w];
     if (e.packed != nullptr && e.data == w->data) return e.packed.get();
     const size_t bytes = packed_bytes(w->type, w->ne[1], w->ne[0]);
@@ -304,7 +309,7 @@ const void * PackedWeights::get(const Tensor * w, ThreadPool & pool) {
         const RowRange rr = split_rows(n_bands, ith, nth);
         pack_bands(w->type, w->data, w->nb[1], w->ne[1], w->ne[0], rr.begin, rr.end, p);
     });
-    release_pages(w->data, static_cast<size_t>(w->nb[1] * w->ne[1]));
+    if (release_original) release_pages(w->data, static_cast<size_t>(w->nb[1] * w->ne[1]));
     return p;
 }
 

@@ -74,8 +74,11 @@ void packed_matmul(const PackedMatArgs & a, int64_t band_begin, int64_t band_end
 // Packed copies of constant weights, keyed by tensor, made at first use.
 class PackedWeights {
   public:
-    // The packed copy of w, packed now on the pool's threads if new (or if w's data moved).
-    const void * get(const Tensor * w, ThreadPool & pool);
+    // The packed copy of w if there is one for its current data, else nullptr.
+    const void * find(const Tensor * w) const;
+    // The packed copy of w, packed now on the pool's threads if new (or if w's data
+    // moved); then, with release_original, w's own pages are advised out of memory.
+    const void * get(const Tensor * w, ThreadPool & pool, bool release_original = true);
     size_t bytes() const { return bytes_; }
 
   private:
