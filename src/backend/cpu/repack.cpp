@@ -283,27 +283,37 @@ void PackedWeights::Free::operator()(void * p) const { std::free(p); }
 
 const void * PackedWeights::find(const Tensor * w) const {
     const auto it = map_.find(w);
-    return it != map_.end() && it->second.data == w->data ? it->second.packed.get() : nullptr;
+    return it != map_.end() && it->second.data == w->data ? it->second.packed : nullptr;
+}
+
+uint8_t * PackedWeights::allocate(size_t bytes, const std::string & name) {
+    constexpr size_t kAlign = 64, kHuge = size_t{2} << 20;
+    slab_used_ = (slab_used_ + kAlign - 1) / kAlign * kAlign;
+    if (slabs_.empty() || slab_size_ - slab_used_ < bytes) {
+        const size_t size = (std::max(bytes, kSlabBytes) + kHuge - 1) / kHuge * kHuge;
+        void * p = std::aligned_alloc(kHuge, size);
+        if (p == nullptr) throw Error("cpu backend: out of memory packing " + name + " (" + std::to_string(size) + " bytes)");
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+        ::madvise(p, size, MADV_HUGEPAGE);  // a hint: no error when THP is off
+#endif
+        slabs_.emplace_back(static_cast<uint8_t *>(p));
+        slab_size_ = size;
+        slab_used_ = 0;
+    }
+    uint8_t * out = slabs_.back().get() + slab_used_;
+    slab_used_ += bytes;
+    return out;
 }
 
 const void * PackedWeights::get(const Tensor * w, ThreadPool & pool, bool release_original) {
     Entry & e = map_[w];
-    if (e.packed != nullptr && e.data == w->data) return e.packed.get();
+    if (e.packed != nullptr && e.data == w->data) return e.packed;
     const size_t bytes = packed_bytes(w->type, w->ne[1], w->ne[0]);
-    // Large matrices 2 MiB aligned and advised, so the kernels' one stream runs over
-    // huge pages; small ones (a few bands) would waste most of a huge page.
-    constexpr size_t kHuge = size_t{2} << 20;
-    const size_t align = bytes >= 2 * kHuge ? kHuge : 64;
-    const size_t alloc = (bytes + align - 1) / align * align;
-    void * p = std::aligned_alloc(align, alloc);
-    if (p == nullptr) throw Error("cpu backend: out of memory packing " + w->name + " (" + std::to_string(alloc) + " bytes)");
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (align == kHuge) ::madvise(p, alloc, MADV_HUGEPAGE);  // a hint: no error when THP is off
-#endif
+    if (e.packed == nullptr || e.bytes != bytes) e.packed = allocate(bytes, w->name);
     bytes_ += bytes - e.bytes;
-    e.packed.reset(static_cast<uint8_t *>(p));
     e.data = w->data;
     e.bytes = bytes;
+    uint8_t * p = e.packed;
     const int64_t n_bands = packed_bands(w->ne[1]);
     pool.run([&](int ith, int nth) {
         const RowRange rr = split_rows(n_bands, ith, nth);

@@ -27,7 +27,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace toyllm::cpu {
 
@@ -87,10 +89,18 @@ class PackedWeights {
     };
     struct Entry {
         const void * data = nullptr;  // w->data when packed
-        std::unique_ptr<uint8_t, Free> packed;
+        uint8_t * packed = nullptr;   // in one of slabs_
         size_t bytes = 0;
     };
+    // The copies are carved one after the other (64-byte aligned, in the order of first
+    // use) out of slabs of at least kSlabBytes, 2 MiB aligned and advised for huge pages:
+    // small matrices too run over huge pages, and the next matrix follows in memory. A
+    // copy repacked at the same size keeps its place; space is given back with the slabs.
+    static constexpr size_t kSlabBytes = size_t{32} << 20;
+    uint8_t * allocate(size_t bytes, const std::string & name);
     std::unordered_map<const Tensor *, Entry> map_;
+    std::vector<std::unique_ptr<uint8_t, Free>> slabs_;
+    size_t slab_size_ = 0, slab_used_ = 0;  // of slabs_.back()
     size_t bytes_ = 0;
 };
 
