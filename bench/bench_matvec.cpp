@@ -22,8 +22,8 @@
 //   matvec/<type>_packed/<rows>x<cols>/tN
 //               the same for weights packed in bands of 16 rows (backend/cpu/repack.h),
 //               as the CPU backend runs a model's weights, for the types the current
-//               level has packed kernels for (AVX-512 VNNI: Q8_0, Q4_0, Q4_K, Q6_K;
-//               AVX2: Q8_0, Q4_0). Conversion of x included; GB/s of the packed bytes.
+//               level has packed kernels for (AVX-512 VNNI: all; AVX2: Q8_0, Q4_0).
+//               Conversion of x included; GB/s of the packed bytes.
 //   matvec_hot/<type>/<rows>x<cols>/t1
 //               one copy of W, warm in the caches (when it fits in L3).
 //   matvec_l2/<type>/<rows>x2048/t1

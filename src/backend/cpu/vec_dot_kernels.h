@@ -84,10 +84,10 @@ struct TileKernel {
     PackFn pack;
 };
 
-// Q8_0 / Q4_0 / Q4_K / Q6_K weights repacked in bands of kBandRows rows (repack.h): n_bands
-// bands of band_bytes from w, against n_cols activation rows of nb PackedActBlocks
-// (PackedActKBlocks for Q4_K and Q6_K) each. Stores y[c * ldy + r] for the rows r < n_rows of the
-// bands (the last band may be padding).
+// Weights repacked in bands of kBandRows rows (repack.h): n_bands bands of band_bytes from
+// w, against n_cols activation rows of nb PackedActBlocks (PackedActKBlocks for Q4_K and
+// Q6_K; for F32 / F16 / BF16 nb floats, one per value) each. Stores y[c * ldy + r] for the
+// rows r < n_rows of the bands (the last band may be padding).
 constexpr int64_t kBandRows = 16;
 struct PackedActBlock {
     int8_t qs[kQK];  // the Q8_0 quants
@@ -103,7 +103,7 @@ struct PackedArgs {
     const void * w;
     int64_t band_bytes;
     int64_t n_bands;
-    int64_t nb;           // blocks per row
+    int64_t nb;           // blocks per row (values per row for F32 / F16 / BF16)
     const void * x;
     int64_t x_row_bytes;
     int64_t n_cols;
