@@ -1350,6 +1350,33 @@ TEST(OpBackend, GraphPlannedOnSmallerPoolRunsOnLargerPool) {
     EXPECT_LE(normalized_error(read_values(out.t), out.r), kTolF32);
 }
 
+// Products of constant weights with one activation are moved together (Graph::
+// build_forward): Q, K and V run one after the other, a product of a weight that is not
+// constant stays where it was, and the values are those of the graph as written.
+TEST(OpGraph, ProductsOfOneActivationFollowEachOther) {
+    Context ctx;
+    Dual D(&ctx, 9);
+    const V x0 = D.f32("x0", {8, 3});
+    const V wq = D.f32("wq", {8, 4}), wk = D.f32("wk", {8, 4}), wv = D.f32("wv", {8, 4}), wc = D.f32("wc", {8, 4});
+    for (const V & w : {wq, wk, wv}) w.t->flags |= toyllm::TENSOR_CONSTANT;
+    const V x = scale(D, x0, 2.0f);
+    const V q = matmul(D, wq, x);
+    const V k = matmul(D, wk, x);
+    const V c = matmul(D, wc, x);
+    const V v = matmul(D, wv, x);
+    const V out = add(D, add(D, add(D, scale(D, q, 0.5f), scale(D, k, 0.25f)), c), v);
+    out.t->flags |= toyllm::TENSOR_OUTPUT;
+    Graph g;
+    g.build_forward(out.t);
+    const auto & nodes = g.nodes();
+    const auto pos = [&](const Tensor * t) { return std::find(nodes.begin(), nodes.end(), t) - nodes.begin(); };
+    EXPECT_EQ(pos(k.t), pos(q.t) + 1);
+    EXPECT_EQ(pos(v.t), pos(q.t) + 2);
+    EXPECT_GT(pos(c.t), pos(v.t));  // wc is not constant: not moved
+    toyllm::make_backend("cpu", {.n_threads = 2})->compute(g);
+    EXPECT_LE(normalized_error(read_values(out.t), out.r), kTolF32);
+}
+
 // ---- errors -------------------------------------------------------------------------
 
 Tensor * leaf(Context & ctx, DType t, std::initializer_list<int64_t> ne) {

@@ -315,6 +315,47 @@ TEST(Repack, BackendPacksConstantWeights) {
     });
 }
 
+// Packed products of one activation (Q, K and V) run as one pass over their bands, split
+// between the threads as one range: each output has the bits of its product run alone.
+TEST(Repack, ProductsOfOneActivationRunAsOne) {
+    for_each_packed(kPackedTypes, [](DType t) {
+        const int64_t K = toyllm::dtype_info(t).block_size == 256 ? 512 : 576, M = 3;
+        const std::vector<int64_t> rows = {75, 20, 33};
+        std::vector<Matrix> ws;
+        for (size_t i = 0; i < rows.size(); ++i) ws.emplace_back(t, rows[i], K, static_cast<uint32_t>(40 + i));
+        const auto xf = random_floats(K * M, 44, 3.0f);
+        toyllm::Context ctx;
+        toyllm::Tensor * x0 = ctx.new_tensor(DType::F32, {K, M}, "x0");
+        ctx.alloc(x0);
+        std::memcpy(x0->data, xf.data(), xf.size() * sizeof(float));
+        toyllm::Tensor * x = toyllm::scale(ctx, x0, 1.0f);
+        std::vector<toyllm::Tensor *> ys;
+        std::vector<toyllm::Graph> alone(rows.size());
+        toyllm::Graph all;
+        for (size_t i = 0; i < rows.size(); ++i) {
+            toyllm::Tensor * w = ctx.new_tensor(t, {K, rows[i]}, "w" + std::to_string(i));
+            ctx.set_external(w, ws[i].q.data(), nullptr);
+            w->flags |= toyllm::TENSOR_CONSTANT;
+            ys.push_back(toyllm::matmul(ctx, w, x));
+            ys.back()->flags |= toyllm::TENSOR_OUTPUT;
+            all.build_forward(ys.back());
+            alone[i].build_forward(toyllm::matmul(ctx, w, x));
+        }
+        std::vector<std::vector<float>> want;
+        for (size_t i = 0; i < rows.size(); ++i) {
+            toyllm::make_backend("cpu", {.n_threads = 2})->compute(alone[i]);
+            const auto * y = static_cast<const float *>(alone[i].nodes().back()->data);
+            want.emplace_back(y, y + rows[i] * M);
+        }
+        for (int nth = 1; nth <= 3; ++nth) {
+            toyllm::make_backend("cpu", {.n_threads = nth})->compute(all);
+            for (size_t i = 0; i < rows.size(); ++i) {
+                EXPECT_EQ(std::memcmp(ys[i]->data, want[i].data(), want[i].size() * sizeof(float)), 0) << "product " << i << ", " << nth << " threads";
+            }
+        }
+    });
+}
+
 TEST(Repack, OnlyConstantMatricesArePacked) {
     if (!cpu::packed_kernel_available(DType::Q4_0)) GTEST_SKIP() << "no packed kernels on this CPU (they need AVX2 or AVX-512 VNNI)";
     toyllm::Context ctx;

@@ -20,6 +20,9 @@ namespace toyllm {
 class Graph {
   public:
     // Appends t and every node it depends on that is not in the graph yet, sources first.
+    // Products of constant weights (TENSOR_CONSTANT) with the same activation follow one
+    // another (Q, K and V; gate and up): each is moved up behind the first of them, so
+    // that a backend can take them in one pass.
     void build_forward(Tensor * t);
 
     // Appends the backward pass of `loss` (f32 [1]). Every param p that the loss depends
@@ -43,6 +46,7 @@ class Graph {
 
   private:
     void visit(Tensor * t);
+    void group_shared_products();
 
     std::vector<Tensor *> nodes_;  // ops and views, in execution order
     std::vector<Tensor *> leafs_;  // inputs, weights, params
@@ -74,7 +78,7 @@ class Backend {
     // measure it (the CPU's bound comes from the triad in memory_bandwidth.h).
     virtual double memory_gbps() { return 0.0; }
     // Bytes of weight copies the backend keeps in a layout of its own (the CPU's packed
-    // Q8_0/Q4_0/Q4_K/Q6_K matrices), made so far.
+    // matrices), made so far.
     virtual size_t derived_weight_bytes() const { return 0; }
 };
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <map>
+#include <unordered_map>
 
 namespace toyllm {
 
@@ -25,6 +26,48 @@ void Graph::visit(Tensor * t) {
 void Graph::build_forward(Tensor * t) {
     if (memory_) throw Error("graph: cannot add nodes after the graph was computed");
     visit(t);
+    group_shared_products();
+}
+
+// A product moves up to just after the products of its group that precede it: it reads
+// only a leaf weight and the group's activation, which is computed before the first of
+// them (and not written in place since), and whatever reads it still comes after it.
+void Graph::group_shared_products() {
+    const auto groupable = [](const Tensor * t) {
+        return t->op == Op::MATMUL && t->params.i[0] == 0 && t->params.i[1] == 0 && t->src[0]->op == Op::NONE &&
+               (t->src[0]->flags & TENSOR_CONSTANT) != 0;
+    };
+    std::vector<Tensor *> out;
+    out.reserve(nodes_.size());
+    std::unordered_map<const Tensor *, size_t> end;  // activation -> index after its group's last product in out
+    const auto base = [](const Tensor * t) {
+        while (t->view_src != nullptr) t = t->view_src;
+        return t;
+    };
+    for (Tensor * t : nodes_) {
+        if (t->op != Op::VIEW && t->view_src != nullptr) {
+            // Writes in place (write_window, add_inplace): products after it must not
+            // move above it if it writes their activation's memory.
+            std::erase_if(end, [&](const auto & g) { return base(g.first) == base(t); });
+        }
+        if (!groupable(t)) {
+            out.push_back(t);
+            continue;
+        }
+        const auto it = end.find(t->src[1]);
+        if (it == end.end()) {
+            out.push_back(t);
+            end[t->src[1]] = out.size();
+            continue;
+        }
+        const size_t at = it->second;
+        out.insert(out.begin() + static_cast<std::ptrdiff_t>(at), t);
+        for (auto & [x, e] : end) {
+            if (e >= at && x != t->src[1]) ++e;
+        }
+        ++it->second;
+    }
+    nodes_ = std::move(out);
 }
 
 void Graph::build_backward(Context & ctx, Tensor * loss) {

@@ -73,12 +73,15 @@ class CpuBackend : public Backend {
             for (size_t i = 0; i < nodes.size(); ++i) {
                 Tensor * node = nodes[i];
                 const cpu::CpuKernel & kern = cpu::cpu_kernel(node->op);
-                if (kern.n_phases == 0) continue;
+                const int run = runs_[i];
+                if (kern.n_phases == 0 || run == 0) continue;
                 const bool timed = profile_ != nullptr && ith == 0;
                 const auto t0 = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
                 for (int phase = 0; phase < kern.n_phases; ++phase) {
                     try {
-                        kern.run({ith, nth, phase, scratch, packed[i]}, node);
+                        const cpu::KernelCtx k{ith, nth, phase, scratch, packed[i]};
+                        if (run > 1 && phase == 1) cpu::kernel_matmul_packed_run(k, &nodes[i], &packed[i], run);
+                        else kern.run(k, node);
                     } catch (...) {
                         const std::lock_guard<std::mutex> lock(error_mu);
                         if (!error) error = std::current_exception();
@@ -87,7 +90,7 @@ class CpuBackend : public Backend {
                     barrier.wait();
                     if (failed.load(std::memory_order_relaxed)) return;
                 }
-                if (timed) profile_->record(node, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+                if (timed) record_run(&nodes[i], run, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
             }
         });
         if (error) std::rethrow_exception(error);
@@ -126,8 +129,18 @@ class CpuBackend : public Backend {
         return scratch_.get();
     }
 
-    // The packed weights (repack.h) of the graph's matmuls, by node; packs those new to
-    // this backend first. The original of a new one is released unless another node of
+    // A run's time shared between its products by their weight bytes.
+    void record_run(Tensor * const * nodes, int run, double seconds) {
+        double total = 0.0;
+        for (int j = 0; j < run; ++j) total += static_cast<double>(nodes[j]->src[0]->n_bytes());
+        for (int j = 0; j < run; ++j) {
+            profile_->record(nodes[j], run == 1 ? seconds : seconds * static_cast<double>(nodes[j]->src[0]->n_bytes()) / total);
+        }
+    }
+
+    // The packed weights (repack.h) of the graph's matmuls, by node, and the runs of
+    // them that read the same activation (runs_: a run's length at its first node, 0 at
+    // the others, 1 for every other node); packs those new to this backend first. The original of a new one is released unless another node of
     // the graph reads it (tied embeddings: get_rows would fault its rows back in from the
     // file, 0.1-0.7 ms a token here).
     const std::vector<const void *> & packed_for(const Graph & g) {
@@ -151,12 +164,20 @@ class CpuBackend : public Backend {
             }
             packed_[i] = packed_weights_.get(w, pool_, !read_plainly.contains(w));
         }
+        runs_.assign(nodes.size(), 1);
+        for (size_t i = 0; i < nodes.size();) {
+            size_t j = i + 1;
+            while (j < nodes.size() && cpu::matmul_packed_joins(nodes[i], nodes[j])) runs_[j++] = 0;
+            runs_[i] = static_cast<int>(j - i);
+            i = j;
+        }
         return packed_;
     }
 
     cpu::ThreadPool pool_;
     cpu::PackedWeights packed_weights_;
     std::vector<const void *> packed_;
+    std::vector<int> runs_;
     std::unique_ptr<OpProfile> profile_;  // TOYLLM_PROFILE=1
     std::unique_ptr<uint8_t, Free> scratch_;
     size_t scratch_bytes_ = 0;

@@ -292,6 +292,34 @@ void compute(const KernelCtx & k, Tensor * node, const MatmulPlan & p) {
 
 size_t scratch_matmul(const Tensor * node, int /*nth*/) { return MatmulPlan(node).total; }
 
+bool matmul_packed_joins(const Tensor * first, const Tensor * next) {
+    if (!matmul_uses_packed(first) || !matmul_uses_packed(next) || next->src[1] != first->src[1]) return false;
+    const Tensor * a = first->src[0];
+    const Tensor * b = next->src[0];
+    return a->type == b->type && a->ne[0] == b->ne[0] && MatmulPlan(first).shared_a && MatmulPlan(next).shared_a;
+}
+
+void kernel_matmul_packed_run(const KernelCtx & k, Tensor * const * nodes, const void * const * packed, int n) {
+    const MatmulPlan p(nodes[0]);  // the same plan for every node of the run
+    int64_t total = 0;
+    for (int i = 0; i < n; ++i) total += packed_bands(nodes[i]->src[0]->ne[1]);
+    const RowRange mine = split_rows(total, k.ith, k.nth);
+    const Tensor * b = nodes[0]->src[1];
+    int64_t first = 0;  // the run's band index of node i's band 0
+    for (int i = 0; i < n; ++i) {
+        const Tensor * a = nodes[i]->src[0];
+        const int64_t bands = packed_bands(a->ne[1]);
+        const int64_t begin = std::max(mine.begin, first) - first, end = std::min(mine.end, first + bands) - first;
+        if (begin < end) {
+            packed_matmul({.w_type = a->type, .w = packed[i], .n_rows = a->ne[1], .n = a->ne[0], .x = k.scratch + p.b_off,
+                           .x_row_bytes = static_cast<int64_t>(p.b_row_bytes), .n_cols = b->n_rows(),
+                           .y = static_cast<float *>(nodes[i]->data), .ldy = nodes[i]->nb[1] / static_cast<int64_t>(sizeof(float))},
+                          begin, end);
+        }
+        first += bands;
+    }
+}
+
 void kernel_matmul(const KernelCtx & k, Tensor * node) {
     const MatmulPlan p(node);
     if (k.phase == 0) prepare(k, node, p);
