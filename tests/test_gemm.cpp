@@ -263,6 +263,41 @@ std::vector<float> k_major_copy(const std::vector<float> & src, int64_t rows, in
     return out;
 }
 
+// Up to 2 * kFewRows rows go through the kernels' few_rows path (no packing; decode
+// attention): the same bits as the register tiles, for either layout of B, over tails of
+// n and k, with 1 and 3 threads.
+TEST_F(GemmTest, FewRowsGiveTheBitsOfTheRegisterTiles) {
+    using namespace gemm_detail;
+    const SimdLevel max = available_levels().back();
+    int checked = 0;
+    for (int v = 0; v < gemm_variant_count(); ++v) {
+        const GemmVariant & var = gemm_variant(v);
+        if (var.level > max || var.config.kernels->few_rows[0] == nullptr) continue;
+        KernelSet tiles_only = *var.config.kernels;
+        for (auto & f : tiles_only.few_rows) f = nullptr;
+        for (int64_t m = 1; m <= 2 * kFewRows + 1; ++m) {
+            for (const int64_t n : {1, 15, 16, 17, 33, 70, 97}) {
+                for (const int64_t k : {1, 5, 16, 17, 40}) {
+                    const Problem p({m, n, k}, true, uint32_t(m * 1000 + n * 10 + k));
+                    const std::vector<float> b_kn = k_major_copy(p.b, n, k, p.ldb, n + 3);
+                    for (bool kn : {false, true}) {
+                        SCOPED_TRACE(std::string(var.name) + " " + shape_name({m, n, k}) + (kn ? " b_kn" : ""));
+                        std::vector<float> want = p.c0, got = p.c0;
+                        GemmArgs g = p.args(want.data(), false);
+                        if (kn) g.b = b_kn.data(), g.ldb = n + 3, g.b_kn = true;
+                        gemm_f32_with({&tiles_only, var.config.blocking}, g, 0, 1);
+                        g.c = got.data();
+                        for (int ith = 0; ith < 3; ++ith) gemm_f32_with(var.config, g, ith, 3);
+                        EXPECT_TRUE(same_bits(want, got));
+                        ++checked;
+                    }
+                }
+            }
+        }
+    }
+    if (checked == 0) GTEST_SKIP() << "no SIMD level with few_rows kernels on this CPU";
+}
+
 TEST_F(GemmTest, KMajorOperandsGiveTheSameBits) {
     using namespace gemm_detail;
     for (SimdLevel level : available_levels()) {

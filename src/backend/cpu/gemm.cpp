@@ -186,7 +186,7 @@ const GemmConfig & default_config(SimdLevel level) {
 }  // namespace
 
 extern const KernelSet kernels_scalar_4x4 = {kScalarMr, kScalarNr, pack_panels_scalar<kScalarMr>,
-                                             macro_scalar};
+                                             macro_scalar, {}, 0};
 
 int gemm_variant_count() { return kVariantCount; }
 
@@ -194,6 +194,18 @@ const GemmVariant & gemm_variant(int i) { return kVariants[i]; }
 
 void gemm_f32_with(const GemmConfig & cfg, const GemmArgs & g, int ith, int nth) {
     const KernelSet & ks = *cfg.kernels;
+    if (ks.few_rows[0] != nullptr && g.m <= 2 * kFewRows && g.k > 0 && !g.accumulate && !g.a_km) {
+        // Few rows (up to two calls of kFewRows): every thread takes all of them for a
+        // range of column steps.
+        const RowRange steps = split_rows((g.n + ks.few_cols - 1) / ks.few_cols, ith, nth);
+        const int64_t n0 = std::min(g.n, steps.begin * ks.few_cols), n1 = std::min(g.n, steps.end * ks.few_cols);
+        for (int64_t i = 0; n0 < n1 && i < g.m; i += kFewRows) {
+            const int64_t m = std::min(kFewRows, g.m - i);
+            ks.few_rows[m - 1]({.m = m, .n0 = n0, .n1 = n1, .k = g.k, .a = g.a + i * g.lda, .lda = g.lda,
+                         .b = g.b, .ldb = g.ldb, .b_kn = g.b_kn, .c = g.c + i * g.ldc, .ldc = g.ldc});
+        }
+        return;
+    }
     const Rect rect = thread_rect(g.m, g.n, ks, ith, nth);
     if (rect.m0 >= rect.m1 || rect.n0 >= rect.n1) return;
     if (g.k <= 0) {

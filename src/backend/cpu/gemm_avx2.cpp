@@ -200,8 +200,57 @@ void macro_6x16(const MacroArgs & a) {
     }
 }
 
+// FewRowsArgs: M rows of C by 16 columns at a time, two ymm accumulators per row. A
+// k-contiguous B is transposed 8 x 8 into a stack block first (8 columns by 8 k).
+template <int M>
+void few_rows_m(const FewRowsArgs & f) {
+    for (int64_t j0 = f.n0; j0 < f.n1; j0 += 16) {
+        const int64_t nj = f.n1 - j0 < 16 ? f.n1 - j0 : 16;
+        const __m256i m0 = low_lanes(nj), m1 = low_lanes(nj - 8);
+        __m256 acc[M][2];
+        for (int i = 0; i < M; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+        if (f.b_kn) {
+            for (int64_t kk = 0; kk < f.k; ++kk) {
+                const float * row = f.b + kk * f.ldb + j0;
+                const __m256 b0 = _mm256_maskload_ps(row, m0), b1 = _mm256_maskload_ps(row + 8, m1);
+                for (int i = 0; i < M; ++i) {
+                    const __m256 av = _mm256_set1_ps(f.a[i * f.lda + kk]);
+                    acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+                    acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+                }
+            }
+        } else {
+            alignas(32) float bt[2][8][8];
+            for (int64_t k0 = 0; k0 < f.k; k0 += 8) {
+                const int64_t kn = f.k - k0 < 8 ? f.k - k0 : 8;
+                const __m256i lm = low_lanes(kn);
+                for (int h = 0; h < 2; ++h) {
+                    __m256 r[8];
+                    for (int q = 0; q < 8; ++q) {
+                        r[q] = 8 * h + q < nj ? _mm256_maskload_ps(f.b + (j0 + 8 * h + q) * f.ldb + k0, lm) : _mm256_setzero_ps();
+                    }
+                    transpose_8x8(r);
+                    for (int q = 0; q < 8; ++q) _mm256_store_ps(bt[h][q], r[q]);
+                }
+                for (int64_t kk = 0; kk < kn; ++kk) {
+                    const __m256 b0 = _mm256_load_ps(bt[0][kk]), b1 = _mm256_load_ps(bt[1][kk]);
+                    for (int i = 0; i < M; ++i) {
+                        const __m256 av = _mm256_set1_ps(f.a[i * f.lda + k0 + kk]);
+                        acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+                        acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+                    }
+                }
+            }
+        }
+        for (int i = 0; i < M; ++i) {
+            _mm256_maskstore_ps(f.c + i * f.ldc + j0, m0, acc[i][0]);
+            _mm256_maskstore_ps(f.c + i * f.ldc + j0 + 8, m1, acc[i][1]);
+        }
+    }
+}
+
 }  // namespace
 
-extern const KernelSet kernels_avx2_6x16 = {kMr, kNr, pack_panels<kMr>, macro_6x16};
+extern const KernelSet kernels_avx2_6x16 = {kMr, kNr, pack_panels<kMr>, macro_6x16, {few_rows_m<1>, few_rows_m<2>, few_rows_m<3>, few_rows_m<4>}, 16};
 
 }  // namespace toyllm::cpu::gemm_detail

@@ -227,11 +227,60 @@ void macro(const MacroArgs & a) {
     }
 }
 
+// FewRowsArgs: M rows of C by 32 columns at a time, two zmm accumulators per row. A
+// k-contiguous B is transposed 16 x 16 into a stack block first (16 columns by 16 k).
+template <int M>
+void few_rows_m(const FewRowsArgs & f) {
+    for (int64_t j0 = f.n0; j0 < f.n1; j0 += 32) {
+        const int64_t nj = f.n1 - j0 < 32 ? f.n1 - j0 : 32;
+        const __mmask16 m0 = low_lanes(nj), m1 = low_lanes(nj - 16);
+        __m512 acc[M][2];
+        for (int i = 0; i < M; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+        if (f.b_kn) {
+            for (int64_t kk = 0; kk < f.k; ++kk) {
+                const float * row = f.b + kk * f.ldb + j0;
+                const __m512 b0 = _mm512_maskz_loadu_ps(m0, row), b1 = _mm512_maskz_loadu_ps(m1, row + 16);
+                for (int i = 0; i < M; ++i) {
+                    const __m512 av = _mm512_set1_ps(f.a[i * f.lda + kk]);
+                    acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+                    acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+                }
+            }
+        } else {
+            alignas(64) float bt[2][16][16];
+            for (int64_t k0 = 0; k0 < f.k; k0 += 16) {
+                const int64_t kn = f.k - k0 < 16 ? f.k - k0 : 16;
+                const __mmask16 lm = low_lanes(kn);
+                for (int h = 0; h < 2; ++h) {
+                    __m512 r[16];
+                    for (int q = 0; q < 16; ++q) {
+                        r[q] = 16 * h + q < nj ? _mm512_maskz_loadu_ps(lm, f.b + (j0 + 16 * h + q) * f.ldb + k0) : _mm512_setzero_ps();
+                    }
+                    transpose_16x16(r);
+                    for (int q = 0; q < 16; ++q) _mm512_store_ps(bt[h][q], r[q]);
+                }
+                for (int64_t kk = 0; kk < kn; ++kk) {
+                    const __m512 b0 = _mm512_load_ps(bt[0][kk]), b1 = _mm512_load_ps(bt[1][kk]);
+                    for (int i = 0; i < M; ++i) {
+                        const __m512 av = _mm512_set1_ps(f.a[i * f.lda + k0 + kk]);
+                        acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+                        acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+                    }
+                }
+            }
+        }
+        for (int i = 0; i < M; ++i) {
+            _mm512_mask_storeu_ps(f.c + i * f.ldc + j0, m0, acc[i][0]);
+            _mm512_mask_storeu_ps(f.c + i * f.ldc + j0 + 16, m1, acc[i][1]);
+        }
+    }
+}
+
 }  // namespace
 
-extern const KernelSet kernels_avx512_14x32 = {14, 32, pack_panels<14>, macro<14, 2>};
-extern const KernelSet kernels_avx512_12x32 = {12, 32, pack_panels<12>, macro<12, 2>};
-extern const KernelSet kernels_avx512_8x48 = {8, 48, pack_panels<8>, macro<8, 3>};
-extern const KernelSet kernels_avx512_6x64 = {6, 64, pack_panels<6>, macro<6, 4>};
+extern const KernelSet kernels_avx512_14x32 = {14, 32, pack_panels<14>, macro<14, 2>, {few_rows_m<1>, few_rows_m<2>, few_rows_m<3>, few_rows_m<4>}, 32};
+extern const KernelSet kernels_avx512_12x32 = {12, 32, pack_panels<12>, macro<12, 2>, {few_rows_m<1>, few_rows_m<2>, few_rows_m<3>, few_rows_m<4>}, 32};
+extern const KernelSet kernels_avx512_8x48 = {8, 48, pack_panels<8>, macro<8, 3>, {few_rows_m<1>, few_rows_m<2>, few_rows_m<3>, few_rows_m<4>}, 32};
+extern const KernelSet kernels_avx512_6x64 = {6, 64, pack_panels<6>, macro<6, 4>, {few_rows_m<1>, few_rows_m<2>, few_rows_m<3>, few_rows_m<4>}, 32};
 
 }  // namespace toyllm::cpu::gemm_detail

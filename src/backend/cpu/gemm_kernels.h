@@ -54,10 +54,31 @@ struct MacroArgs {
     bool load_c;
 };
 
+// C[i, j] = the chain of the macro kernels (fma over k in increasing order, from +0) for
+// the rows i < m (m <= kFewRows) and the columns [n0, n1), read straight from the
+// operands without packing: A k-contiguous (a[i * lda + kk]), B k-contiguous
+// (b[j * ldb + kk]) or with b_kn k-major (b[kk * ldb + j]). C is written, not added to.
+// For products of a few rows (decode attention: one query per head), where a register
+// tile of mr rows would be mostly empty and packing A costs more than the product.
+constexpr int64_t kFewRows = 4;
+struct FewRowsArgs {
+    int64_t m, n0, n1, k;
+    const float * a;
+    int64_t lda;
+    const float * b;
+    int64_t ldb;
+    bool b_kn;
+    float * c;
+    int64_t ldc;
+};
+
 struct KernelSet {
     int mr, nr;                        // register tile: mr rows of A by nr rows of B
     void (*pack_a)(const PackArgs &);  // panels of width mr
     void (*macro)(const MacroArgs &);  // all mr x nr tiles of one block pair
+    void (*few_rows[kFewRows])(const FewRowsArgs &);  // for m = 1 .. kFewRows; nullptr: the scalar
+                                                      // level, whose chains may not fuse
+    int few_cols;                      // columns per few_rows step (the split between threads)
 };
 
 // Cache blocking, in elements; mc should be a multiple of mr and nc of nr. A packed A
