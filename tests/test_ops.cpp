@@ -908,6 +908,8 @@ std::vector<OpCase> forward_cases() {
         {"attention_causal_T_eq_S", 8, 2, 2, 6, 6, 1, true, 0.0f},
         {"attention_causal_cached_S_gt_T", 8, 2, 2, 3, 7, 2, true, 0.0f},
         {"attention_decode_T1_S9", 6, 4, 2, 1, 9, 1, true, 0.0f},
+        // Decode's key chunks (64 keys) and head-dim chunks (32 values), with their tails.
+        {"attention_decode_gqa_chunks", 72, 9, 3, 1, 300, 2, true, 0.0f},
         {"attention_noncausal", 5, 3, 3, 4, 7, 2, false, 0.0f},
         {"attention_gqa_H4_G2", 8, 4, 2, 5, 5, 2, true, 0.0f},
         {"attention_gqa_H4_G1_cached", 7, 4, 1, 3, 6, 1, true, 0.3f},
@@ -1348,6 +1350,37 @@ TEST(OpBackend, GraphPlannedOnSmallerPoolRunsOnLargerPool) {
     toyllm::make_backend("cpu", {.n_threads = 3})->compute(g);
     EXPECT_EQ(bytes_of(out.t), first);
     EXPECT_LE(normalized_error(read_values(out.t), out.r), kTolF32);
+}
+
+// Decode (one query per head: its own three-phase path) gives the bits of the same query
+// as the last row of a prefill, over key and head-dim chunks and their tails, for 1 and
+// 3 threads.
+TEST(OpAttention, DecodeGivesTheBitsOfPrefill) {
+    for (const auto & [Dh, H, G, S] : {std::array<int64_t, 4>{64, 9, 3, 300}, std::array<int64_t, 4>{40, 4, 2, 65}}) {
+        Context ctx;
+        std::mt19937 rng(static_cast<uint32_t>(S));
+        std::uniform_real_distribution<float> dist(-1.5f, 1.5f);
+        const auto leaf = [&](std::initializer_list<int64_t> ne) {
+            Tensor * t = ctx.new_tensor(DType::F32, ne);
+            ctx.alloc(t);
+            for (int64_t i = 0; i < t->n_elements(); ++i) t->data_as<float>()[i] = dist(rng);
+            return t;
+        };
+        Tensor * q = leaf({Dh, H, S}), * k = leaf({Dh, G, S}), * v = leaf({Dh, G, S}), * q1 = leaf({Dh, H, 1});
+        std::memcpy(q1->data, q->data_as<float>() + (S - 1) * Dh * H, static_cast<size_t>(Dh * H) * sizeof(float));
+        Tensor * all = toyllm::attention(ctx, q, k, v, {.causal = true});
+        Tensor * one = toyllm::attention(ctx, q1, k, v, {.causal = true});
+        all->flags |= toyllm::TENSOR_OUTPUT;
+        one->flags |= toyllm::TENSOR_OUTPUT;
+        Graph g;
+        g.build_forward(all);
+        g.build_forward(one);
+        for (int nth : {1, 3}) {
+            toyllm::make_backend("cpu", {.n_threads = nth})->compute(g);
+            EXPECT_EQ(std::memcmp(one->data, all->data_as<float>() + (S - 1) * Dh * H, static_cast<size_t>(Dh * H) * sizeof(float)), 0)
+                << "head dim " << Dh << ", " << S << " keys, " << nth << " threads";
+        }
+    }
 }
 
 // Products of constant weights with one activation are moved together (Graph::

@@ -24,7 +24,7 @@ constexpr std::array<CpuKernel, static_cast<size_t>(Op::COUNT)> kKernels = {{
     {kernel_rms_norm, 1, nullptr},                             // RMS_NORM
     {kernel_rms_norm_back, 1, nullptr},                        // RMS_NORM_BACK
     {kernel_rope, 1, nullptr},                                 // ROPE
-    {kernel_attention, 1, scratch_attention},                  // ATTENTION
+    {kernel_attention, 3, scratch_attention},                  // ATTENTION (decode: 3 phases)
     {kernel_attention_back, 2, scratch_attention_back},        // ATTENTION_BACK
     {kernel_causal_mask, 1, nullptr},                          // CAUSAL_MASK
     {kernel_silu, 1, nullptr},                                 // SILU

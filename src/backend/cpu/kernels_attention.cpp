@@ -83,59 +83,84 @@ void block_probabilities(const Geometry & g, const Tensor * q, const Tensor * k,
     }
 }
 
-// One query per head (decode): the query heads that share a kv head go through both
-// products together, so each gemm packs that head's K and V once for all of them, not
-// once per query head (b1b: 8 query heads per kv head; 15.7 -> 7.7 us per layer). Work items
-// are (kv head, batch, part of its query heads), with enough parts to give every thread
-// some. Rows and orders per output element are those of the general path (gemm's order
-// does not depend on m), so decode and prefill agree to the bit.
-void decode_attention(const KernelCtx & k, Tensor * node, const Geometry & g, float * p) {
+// One query per head (decode), in three phases so that K and V are each read once, in
+// shares, by all threads (splitting the query heads instead made several threads read a
+// kv head's K and V whole): phase 0, the scores of (batch, kv head, key chunk) items, all
+// query heads of the kv head at once, into the shared scratch [B, H, S]; phase 1, each
+// head's softmax; phase 2, P V by (batch, kv head, chunk of the head dim). Every score is
+// gemm's chain over the head dim, every output gemm's chain over all keys, as in the
+// general path (gemm's order does not depend on m or on the columns of a call), so decode
+// and prefill agree to the bit.
+void decode_attention(const KernelCtx & k, Tensor * node, const Geometry & g) {
     const Tensor * q = node->src[0];
     const Tensor * kk = node->src[1];
     const Tensor * v = node->src[2];
-    const int64_t groups = g.G * g.B;
-    const int64_t parts = std::min(g.rep, std::max((2 * k.nth + groups - 1) / groups,
-                                                   (g.rep + kQueryBlock - 1) / kQueryBlock));
-    const int64_t per_part = (g.rep + parts - 1) / parts;
-    const int64_t n_keys = g.last_key(0) + 1;
-    const int64_t q_heads = q->nb[1] / static_cast<int64_t>(sizeof(float));
-    const int64_t out_heads = node->nb[1] / static_cast<int64_t>(sizeof(float));
-    const RowRange rr = split_rows(groups * parts, k.ith, k.nth);
-    for (int64_t u = rr.begin; u < rr.end; ++u) {
-        const int64_t kv = u / parts % g.G, b = u / (parts * g.G);
-        const int64_t h0 = kv * g.rep + u % parts * per_part;
-        const int64_t rows = std::min(per_part, (kv + 1) * g.rep - h0);
-        if (rows <= 0) continue;
-        gemm_f32({.m = rows, .n = n_keys, .k = g.D, .a = at<float>(q, 0, h0, 0, b), .lda = q_heads,
-                  .b = at<float>(kk, 0, kv, 0, b), .ldb = pos_stride(kk), .c = p, .ldc = g.S}, 0, 1);
-        for (int64_t i = 0; i < rows; ++i) scaled_softmax(p + i * g.S, n_keys, g.scale);
-        gemm_f32({.m = rows, .n = g.D, .k = n_keys, .a = p, .lda = g.S, .b = at<float>(v, 0, kv, 0, b),
-                  .ldb = pos_stride(v), .c = at<float>(node, 0, h0, 0, b), .ldc = out_heads, .b_kn = true}, 0, 1);
+    auto * scores = reinterpret_cast<float *>(k.scratch);  // [B, H, S]
+    const int64_t groups = g.G * g.B, n_keys = g.last_key(0) + 1;
+    const auto row = [&](int64_t b, int64_t h) { return scores + (b * g.H + h) * g.S; };
+    if (k.phase == 0) {
+        // Items of 64 keys, every kv head of them in turn: the keys of all heads of a
+        // position are adjacent, so a thread reads its part of K as one stream.
+        constexpr int64_t kChunk = 64;
+        const int64_t n_chunks = (n_keys + kChunk - 1) / kChunk;
+        const int64_t q_heads = q->nb[1] / static_cast<int64_t>(sizeof(float));
+        const RowRange rr = split_rows(g.B * n_chunks, k.ith, k.nth);
+        for (int64_t u = rr.begin; u < rr.end; ++u) {
+            const int64_t j0 = u % n_chunks * kChunk, b = u / n_chunks;
+            for (int64_t kv = 0; kv < g.G; ++kv) {
+                const int64_t h0 = kv * g.rep;
+                gemm_f32({.m = g.rep, .n = std::min(kChunk, n_keys - j0), .k = g.D, .a = at<float>(q, 0, h0, 0, b), .lda = q_heads,
+                          .b = at<float>(kk, 0, kv, j0, b), .ldb = pos_stride(kk), .c = row(b, h0) + j0, .ldc = g.S}, 0, 1);
+            }
+        }
+    } else if (k.phase == 1) {
+        const RowRange rr = split_rows(g.H * g.B, k.ith, k.nth);
+        for (int64_t u = rr.begin; u < rr.end; ++u) scaled_softmax(row(u / g.H, u % g.H), n_keys, g.scale);
+    } else {
+        // Head-dim chunks of 32 values (the AVX-512 few-rows step), about two per thread.
+        const int64_t want = std::max<int64_t>(1, (2 * k.nth + groups - 1) / groups);
+        const int64_t chunk = std::max<int64_t>(32, (g.D + want - 1) / want + 31) / 32 * 32;
+        const int64_t n_chunks = (g.D + chunk - 1) / chunk;
+        const int64_t out_heads = node->nb[1] / static_cast<int64_t>(sizeof(float));
+        const RowRange rr = split_rows(groups * n_chunks, k.ith, k.nth);
+        for (int64_t u = rr.begin; u < rr.end; ++u) {
+            const int64_t c = u % n_chunks, kv = u / n_chunks % g.G, b = u / (n_chunks * g.G);
+            const int64_t d0 = c * chunk, h0 = kv * g.rep;
+            gemm_f32({.m = g.rep, .n = std::min(chunk, g.D - d0), .k = n_keys, .a = row(b, h0), .lda = g.S,
+                      .b = at<float>(v, d0, kv, 0, b), .ldb = pos_stride(v), .c = at<float>(node, d0, h0, 0, b),
+                      .ldc = out_heads, .b_kn = true}, 0, 1);
+        }
     }
 }
 
 }  // namespace
 
+// Prefill: per thread a block of probabilities [kQueryBlock, S]; decode: the scores of
+// every head [B, H, S], shared.
 size_t scratch_attention(const Tensor * node, int nth) {
     if (node->src[1]->type == DType::F16) return scratch_attention_f16(node, nth);
-    return static_cast<size_t>(nth) * static_cast<size_t>(kQueryBlock * node->src[1]->ne[2]) * sizeof(float);
+    const Geometry g(node);
+    const int64_t floats = g.T == 1 ? g.B * g.H * g.S : nth * kQueryBlock * g.S;
+    return static_cast<size_t>(floats) * sizeof(float);
 }
 
-// Work items: (head, batch, query block); out rows of the block = P v by a gemm.
+// Three phases for decode (decode_attention); otherwise everything in phase 0, by work
+// items (head, batch, query block): out rows of the block = P v by a gemm.
 void kernel_attention(const KernelCtx & k, Tensor * node) {
+    const Geometry g(node);
+    if (g.T == 1 && node->src[1]->type == DType::F32) {
+        decode_attention(k, node, g);
+        return;
+    }
+    if (k.phase != 0) return;
     if (node->src[1]->type == DType::F16) {
         kernel_attention_f16(k, node);
         return;
     }
-    const Geometry g(node);
     const Tensor * q = node->src[0];
     const Tensor * kk = node->src[1];
     const Tensor * v = node->src[2];
     float * p = reinterpret_cast<float *>(k.scratch) + static_cast<int64_t>(k.ith) * kQueryBlock * g.S;
-    if (g.T == 1) {
-        decode_attention(k, node, g, p);
-        return;
-    }
     const RowRange rr = split_rows(g.H * g.B * g.n_blocks, k.ith, k.nth);
     for (int64_t u = rr.begin; u < rr.end; ++u) {
         const QueryBlock qb(g, u / g.n_blocks % g.H, u / (g.n_blocks * g.H), u % g.n_blocks);
