@@ -140,9 +140,10 @@ class CpuBackend : public Backend {
 
     // The packed weights (repack.h) of the graph's matmuls, by node, and the runs of
     // them that read the same activation (runs_: a run's length at its first node, 0 at
-    // the others, 1 for every other node); packs those new to this backend first. The original of a new one is released unless another node of
-    // the graph reads it (tied embeddings: get_rows would fault its rows back in from the
-    // file, 0.1-0.7 ms a token here).
+    // the others, 1 for every other node); packs those new to this backend first. The
+    // original of a new one is released unless another node of the graph reads it (tied
+    // embeddings: get_rows would fault its rows back in from the file, 0.1-0.7 ms a
+    // token here).
     const std::vector<const void *> & packed_for(const Graph & g) {
         const auto & nodes = g.nodes();
         packed_.assign(nodes.size(), nullptr);

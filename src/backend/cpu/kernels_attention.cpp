@@ -85,8 +85,8 @@ void block_probabilities(const Geometry & g, const Tensor * q, const Tensor * k,
 
 // One query per head (decode), in three phases so that K and V are each read once, in
 // shares, by all threads (splitting the query heads instead made several threads read a
-// kv head's K and V whole): phase 0, the scores of (batch, kv head, key chunk) items, all
-// query heads of the kv head at once, into the shared scratch [B, H, S]; phase 1, each
+// kv head's K and V whole): phase 0, the scores of (batch, key chunk) items, the query
+// heads of each kv head at once, into the shared scratch [B, H, S]; phase 1, each
 // head's softmax; phase 2, P V by (batch, kv head, chunk of the head dim). Every score is
 // gemm's chain over the head dim, every output gemm's chain over all keys, as in the
 // general path (gemm's order does not depend on m or on the columns of a call), so decode
@@ -100,14 +100,17 @@ void decode_attention(const KernelCtx & k, Tensor * node, const Geometry & g) {
     const auto row = [&](int64_t b, int64_t h) { return scores + (b * g.H + h) * g.S; };
     if (k.phase == 0) {
         // Items of 64 keys, every kv head of them in turn: the keys of all heads of a
-        // position are adjacent, so a thread reads its part of K as one stream.
+        // position are adjacent, so a thread reads its part of K as one stream. With
+        // fewer than two such items per thread, an item per kv head instead.
         constexpr int64_t kChunk = 64;
         const int64_t n_chunks = (n_keys + kChunk - 1) / kChunk;
+        const int64_t heads = g.B * n_chunks < 2 * k.nth ? 1 : g.G;  // kv heads per item
+        const int64_t per_chunk = g.G / heads;
         const int64_t q_heads = q->nb[1] / static_cast<int64_t>(sizeof(float));
-        const RowRange rr = split_rows(g.B * n_chunks, k.ith, k.nth);
+        const RowRange rr = split_rows(g.B * n_chunks * per_chunk, k.ith, k.nth);
         for (int64_t u = rr.begin; u < rr.end; ++u) {
-            const int64_t j0 = u % n_chunks * kChunk, b = u / n_chunks;
-            for (int64_t kv = 0; kv < g.G; ++kv) {
+            const int64_t kv0 = u % per_chunk * heads, j0 = u / per_chunk % n_chunks * kChunk, b = u / (per_chunk * n_chunks);
+            for (int64_t kv = kv0; kv < kv0 + heads; ++kv) {
                 const int64_t h0 = kv * g.rep;
                 gemm_f32({.m = g.rep, .n = std::min(kChunk, n_keys - j0), .k = g.D, .a = at<float>(q, 0, h0, 0, b), .lda = q_heads,
                           .b = at<float>(kk, 0, kv, j0, b), .ldb = pos_stride(kk), .c = row(b, h0) + j0, .ldc = g.S}, 0, 1);
