@@ -194,9 +194,12 @@ const GemmVariant & gemm_variant(int i) { return kVariants[i]; }
 
 void gemm_f32_with(const GemmConfig & cfg, const GemmArgs & g, int ith, int nth) {
     const KernelSet & ks = *cfg.kernels;
-    if (ks.few_rows[0] != nullptr && g.m <= 2 * kFewRows && g.k > 0 && !g.accumulate && !g.a_km) {
-        // Few rows (up to two calls of kFewRows): every thread takes all of them for a
-        // range of column steps.
+    // Up to 2 * kFewRows rows, the second call only while B stays in L2 (B of a weight
+    // product comes from DRAM, and a register tile reads it once).
+    constexpr int64_t kFewRowsCachedB = 256 * 1024 / sizeof(float);
+    if (ks.few_rows[0] != nullptr && (g.m <= kFewRows || (g.m <= 2 * kFewRows && g.n * g.k <= kFewRowsCachedB)) && g.k > 0 &&
+        !g.accumulate && !g.a_km) {
+        // Few rows: every thread takes all of them for a range of column steps.
         const RowRange steps = split_rows((g.n + ks.few_cols - 1) / ks.few_cols, ith, nth);
         const int64_t n0 = std::min(g.n, steps.begin * ks.few_cols), n1 = std::min(g.n, steps.end * ks.few_cols);
         for (int64_t i = 0; n0 < n1 && i < g.m; i += kFewRows) {
