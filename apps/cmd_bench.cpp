@@ -69,18 +69,21 @@ Result stats(const std::vector<double> & v) {
 }  // namespace
 
 int cmd_bench(const std::vector<std::string> & argv) {
-    Args args("toyllm bench -m FILE.gguf [-p 128] [-n 64] [-r 3] [--threads N] [--json]",
+    Args args("toyllm bench -m FILE.gguf [-p 128] [-n 64] [-d 0] [-r 3] [--threads N] [--json]",
               "Measures prefill (pp: P prompt tokens in one batch) and decode (tg: N tokens one at a\n"
-              "time) in tokens/s, as llama-bench does, on random token ids. Also prints the decode\n"
+              "time) in tokens/s, as llama-bench does, on random token ids; with -d D both run after\n"
+              "D tokens already in the context (evaluated first, not timed). Also prints the decode\n"
               "bound: this machine's memory bandwidth (a STREAM-like triad in the CPU's widest\n"
               "stores, best of 3 passes, measured after the runs) divided by the bytes of weights\n"
               "read per token; and the same for a read-only pass over those weights where they\n"
               "are (a sum in the CPU's widest loads): what a decode step, which only reads them,\n"
-              "can hope for on this memory, its pages (mapped or --no-mmap) included.",
+              "can hope for on this memory, its pages (mapped or --no-mmap) included. The bound\n"
+              "counts the weights only, not the KV cache that -d adds.",
               with_common_options({
                   {"-m", "FILE", "model GGUF file"},
                   {"-p", "P", "prompt tokens for pp (default 128; 0 skips)"},
                   {"-n", "N", "generated tokens for tg (default 64; 0 skips)"},
+                  {"-d", "D", "context depth: tokens in the cache before pp and tg (default 0)"},
                   {"-r", "R", "repetitions (default 3)"},
                   {"--json", "", "print one JSON object"},
               }));
@@ -88,11 +91,12 @@ int cmd_bench(const std::vector<std::string> & argv) {
     const auto model_path = args.get("-m");
     if (!model_path) throw UsageError("-m FILE is required");
     const int n_prompt = args.get_int("-p", 128), n_gen = args.get_int("-n", 64), reps = args.get_int("-r", 3);
-    if (n_prompt < 0 || n_gen < 0 || reps < 1) throw UsageError("-p and -n must be >= 0, -r >= 1");
+    const int depth = args.get_int("-d", 0);
+    if (n_prompt < 0 || n_gen < 0 || depth < 0 || reps < 1) throw UsageError("-p, -n and -d must be >= 0, -r >= 1");
     auto model = load_model(args, *model_path);
     SessionConfig sc = session_config(args, *model);
-    sc.n_ctx = std::max<int64_t>(sc.n_ctx == 0 ? 0 : sc.n_ctx, n_prompt + n_gen + 1);
-    sc.n_batch = std::max(n_prompt, 1);
+    sc.n_ctx = std::max<int64_t>(sc.n_ctx == 0 ? 0 : sc.n_ctx, depth + std::max(n_prompt, n_gen) + 1);
+    sc.n_batch = std::max({n_prompt, depth, 1});
 
     std::mt19937 rng(1);
     std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(model->config().n_vocab - 1));
@@ -100,17 +104,24 @@ int cmd_bench(const std::vector<std::string> & argv) {
     // One session for every round: a device backend uploads the weights once (in the
     // warm-up round), not inside a timed prefill.
     Session s(*model, sc);
-    for (int r = 0; r < reps + 1; ++r) {  // the first round warms up (page faults, caches)
+    const auto fill = [&] {  // the context of -d
         s.reset();
+        if (depth == 0) return;
+        std::vector<int32_t> ctx(static_cast<size_t>(depth));
+        for (auto & t : ctx) t = token(rng);
+        s.eval(ctx);
+    };
+    for (int r = 0; r < reps + 1; ++r) {  // the first round warms up (page faults, caches)
         if (n_prompt > 0) {
+            fill();
             std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
             for (auto & t : prompt) t = token(rng);
             const auto t0 = Clock::now();
             s.eval(prompt);
             if (r > 0) pp.push_back(n_prompt / seconds_since(t0));
-            s.reset();
         }
         if (n_gen > 0) {
+            fill();
             const auto t0 = Clock::now();
             for (int i = 0; i < n_gen; ++i) {
                 const int32_t id = token(rng);
@@ -132,6 +143,7 @@ int cmd_bench(const std::vector<std::string> & argv) {
         j["model"] = name;
         j["device"] = sc.device;
         j["threads"] = sc.n_threads;
+        j["depth"] = depth;
         if (!pp.empty()) j["pp"] = {{"tokens", n_prompt}, {"tokens_per_s", stats(pp).mean}, {"stddev", stats(pp).stddev}};
         if (!tg.empty()) j["tg"] = {{"tokens", n_gen}, {"tokens_per_s", stats(tg).mean}, {"stddev", stats(tg).stddev}};
         j["bytes_per_token"] = bpt;
@@ -146,8 +158,13 @@ int cmd_bench(const std::vector<std::string> & argv) {
     }
     const std::string where = cpu ? std::to_string(sc.n_threads) + " threads" : sc.device;
     std::printf("| model | device | test | t/s |\n|---|---|---|---:|\n");
-    if (!pp.empty()) std::printf("| %s | %s | pp%d | %.2f ± %.2f |\n", name.c_str(), where.c_str(), n_prompt, stats(pp).mean, stats(pp).stddev);
-    if (!tg.empty()) std::printf("| %s | %s | tg%d | %.2f ± %.2f |\n", name.c_str(), where.c_str(), n_gen, stats(tg).mean, stats(tg).stddev);
+    const std::string at = depth > 0 ? " @ d" + std::to_string(depth) : "";  // llama-bench's notation
+    if (!pp.empty()) {
+        std::printf("| %s | %s | pp%d%s | %.2f ± %.2f |\n", name.c_str(), where.c_str(), n_prompt, at.c_str(), stats(pp).mean, stats(pp).stddev);
+    }
+    if (!tg.empty()) {
+        std::printf("| %s | %s | tg%d%s | %.2f ± %.2f |\n", name.c_str(), where.c_str(), n_gen, at.c_str(), stats(tg).mean, stats(tg).stddev);
+    }
     if (gbps <= 0) return 0;
     const std::string source = cpu ? "triad, " + std::to_string(sc.n_threads) + " threads"
                                    : sc.device + " device-to-device copy, bytes read + written";

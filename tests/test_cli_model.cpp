@@ -135,6 +135,24 @@ TEST(CliBench, ReportsSpeedAndTheBound) {
     EXPECT_EQ(json::parse(off.out)["packed_weight_bytes"].get<double>(), 0.0);
 }
 
+// -d D: pp and tg run after D tokens of context, reported in llama-bench's notation; a
+// negative depth is a usage error.
+TEST(CliBench, DepthFillsTheContextFirst) {
+    TOYLLM_REQUIRE_SHARED(model, "models/stories260K/stories260K-q8_0.gguf");
+    const CliRun r = run_toyllm("bench -m " + model.string() + " -p 4 -n 4 -d 20 -r 1 --threads 1");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find("| pp4 @ d20 |"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("| tg4 @ d20 |"), std::string::npos) << r.out;
+    const CliRun j = run_toyllm("bench -m " + model.string() + " -p 0 -n 4 -d 20 -r 1 --threads 1 --json");
+    ASSERT_EQ(j.status, 0) << j.err;
+    EXPECT_EQ(json::parse(j.out)["depth"].get<int>(), 20);
+    const CliRun plain = run_toyllm("bench -m " + model.string() + " -p 0 -n 4 -r 1 --threads 1");
+    EXPECT_NE(plain.out.find("| tg4 |"), std::string::npos) << plain.out;
+    const CliRun bad = run_toyllm("bench -m " + model.string() + " -d -1");
+    EXPECT_NE(bad.status, 0);
+    EXPECT_NE(bad.err.find("-d must be >= 0"), std::string::npos) << bad.err;
+}
+
 // TOYLLM_PROFILE=1: the time per op on stderr, weight products apart by the weight's
 // type and shape (rows x columns), with the rate their bytes were read at.
 TEST(CliBench, ProfileSplitsMatmulsByWeightShape) {
