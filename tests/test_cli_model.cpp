@@ -148,6 +148,20 @@ TEST(CliBench, DepthFillsTheContextFirst) {
     EXPECT_EQ(json::parse(j.out)["depth"].get<int>(), 20);
     const CliRun plain = run_toyllm("bench -m " + model.string() + " -p 0 -n 4 -r 1 --threads 1");
     EXPECT_NE(plain.out.find("| tg4 |"), std::string::npos) << plain.out;
+    // The context is evaluated before each timed part: one batch more per round (the
+    // warm-up and one repetition), each an attention call per layer (stories260K: 5).
+    const auto attention_calls = [&](const std::string & extra) {
+        ::setenv("TOYLLM_PROFILE", "1", 1);
+        const CliRun p = run_toyllm("bench -m " + model.string() + " -p 0 -n 4 -r 1 --threads 1" + extra);
+        ::unsetenv("TOYLLM_PROFILE");
+        const size_t at = p.err.find("  attention ");
+        if (at == std::string::npos) return -1L;
+        const std::string line = p.err.substr(at, p.err.find('\n', at) - at);
+        const size_t calls = line.find(" calls");
+        const size_t start = line.rfind(' ', calls - 1);
+        return std::stol(line.substr(start + 1, calls - start - 1));
+    };
+    EXPECT_EQ(attention_calls(" -d 20") - attention_calls(""), 2 * 5);
     const CliRun bad = run_toyllm("bench -m " + model.string() + " -d -1");
     EXPECT_NE(bad.status, 0);
     EXPECT_NE(bad.err.find("-d must be >= 0"), std::string::npos) << bad.err;

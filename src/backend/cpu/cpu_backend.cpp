@@ -168,7 +168,9 @@ class CpuBackend : public Backend {
         runs_.assign(nodes.size(), 1);
         for (size_t i = 0; i < nodes.size();) {
             size_t j = i + 1;
-            while (j < nodes.size() && cpu::matmul_packed_joins(nodes[i], nodes[j])) runs_[j++] = 0;
+            while (packed_[i] != nullptr && j < nodes.size() && packed_[j] != nullptr && cpu::matmul_packed_joins(nodes[i], nodes[j])) {
+                runs_[j++] = 0;
+            }
             runs_[i] = static_cast<int>(j - i);
             i = j;
         }

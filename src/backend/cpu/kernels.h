@@ -65,8 +65,9 @@ void kernel_matmul(const KernelCtx & k, Tensor * node);
 size_t scratch_matmul(const Tensor * node, int nth);
 // Packed products that read the same activation rows (Q, K and V; gate and up) can run as
 // one: phase 0 of the first converts the rows for all, then kernel_matmul_packed_run is
-// phase 1 of all n, their bands split between the threads as one range. next may join a
-// run that first begins when matmul_packed_joins(first, next).
+// phase 1 of all n, their bands split between the threads as one range. Of two packed
+// products (matmul_uses_packed), next may join a run that first begins when
+// matmul_packed_joins(first, next).
 bool matmul_packed_joins(const Tensor * first, const Tensor * next);
 void kernel_matmul_packed_run(const KernelCtx & k, Tensor * const * nodes, const void * const * packed, int n);
 void kernel_rms_norm(const KernelCtx & k, Tensor * node);

@@ -43,6 +43,12 @@ constexpr int64_t kTile = 32;  // rows per block of the transposing gathers (32 
 
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
+// One weight matrix for every row of b (a not batched) and the node contiguous.
+bool one_weight_matrix(const Tensor * node) {
+    const Tensor * a = node->src[0];
+    return a->ne[2] == 1 && a->ne[3] == 1 && node->nb[2] == node->nb[1] * node->ne[1] && node->nb[3] == node->nb[2] * node->ne[2];
+}
+
 // Where phase 0 puts things in the scratch, and which operands to read in phase 1.
 struct MatmulPlan {
     bool transposed;   // out[k, m] = sum_n a[k, n] b[n, m]
@@ -66,8 +72,7 @@ struct MatmulPlan {
         const Tensor * b = node->src[1];
         transposed = node->params.i[0] != 0;
         accumulate = node->params.i[1] != 0;
-        shared_a = a->ne[2] == 1 && a->ne[3] == 1 && node->nb[2] == node->nb[1] * node->ne[1] &&
-                   node->nb[3] == node->nb[2] * node->ne[2];
+        shared_a = one_weight_matrix(node);
         const int64_t rows_per_matrix = shared_a ? b->n_rows() : b->ne[1];
         packed = matmul_uses_packed(node);
         quant = packed || (!transposed && (a->type != DType::F32 || (rows_per_matrix == 1 && a->nb[0] == 4 && !accumulate)));
@@ -293,10 +298,10 @@ void compute(const KernelCtx & k, Tensor * node, const MatmulPlan & p) {
 size_t scratch_matmul(const Tensor * node, int /*nth*/) { return MatmulPlan(node).total; }
 
 bool matmul_packed_joins(const Tensor * first, const Tensor * next) {
-    if (!matmul_uses_packed(first) || !matmul_uses_packed(next) || next->src[1] != first->src[1]) return false;
     const Tensor * a = first->src[0];
     const Tensor * b = next->src[0];
-    return a->type == b->type && a->ne[0] == b->ne[0] && MatmulPlan(first).shared_a && MatmulPlan(next).shared_a;
+    return next->src[1] == first->src[1] && a->type == b->type && a->ne[0] == b->ne[0] && one_weight_matrix(first) &&
+           one_weight_matrix(next);
 }
 
 void kernel_matmul_packed_run(const KernelCtx & k, Tensor * const * nodes, const void * const * packed, int n) {
